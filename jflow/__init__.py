@@ -1,0 +1,26 @@
+"""jflow: 3D object-flow world models from action-free video, and flow-guided action planning."""
+
+from jflow.errors import (
+    ConfigError,
+    DataError,
+    GeometryError,
+    JflowError,
+    OutputError,
+    ShapeError,
+    SimulationError,
+    UnknownNameError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "DataError",
+    "GeometryError",
+    "JflowError",
+    "OutputError",
+    "ShapeError",
+    "SimulationError",
+    "UnknownNameError",
+    "__version__",
+]

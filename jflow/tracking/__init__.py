@@ -1,0 +1,1 @@
+"""Point tracking and 3D object-flow extraction from video."""
