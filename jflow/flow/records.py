@@ -63,7 +63,9 @@ class ObjectFlow:
                     f"got {tuple(np.shape(arr))}"
                 )
         if np.asarray(self.visible).dtype != np.bool_:
-            raise ShapeError(f"ObjectFlow.visible must be bool, got {np.asarray(self.visible).dtype}")
+            raise ShapeError(
+                f"ObjectFlow.visible must be bool, got {np.asarray(self.visible).dtype}"
+            )
         for name in ("points", "tracks", "depth"):
             if not np.all(np.isfinite(np.asarray(getattr(self, name)))):
                 raise DataError(f"ObjectFlow.{name} contains NaN or inf")
@@ -177,7 +179,9 @@ class FlowClip:
         self.flow.validate()
         t = self.flow.num_frames
         if self.video is not None and tuple(np.shape(self.video)) != (t, *hw, 3):
-            raise ShapeError(f"FlowClip.video must be [{t}, {hw[0]}, {hw[1]}, 3], got {np.shape(self.video)}")
+            raise ShapeError(
+                f"FlowClip.video must be [{t}, {hw[0]}, {hw[1]}, 3], got {np.shape(self.video)}"
+            )
         if self.depth_video is not None and tuple(np.shape(self.depth_video)) != (t, *hw):
             raise ShapeError(
                 f"FlowClip.depth_video must be [{t}, {hw[0]}, {hw[1]}], got {np.shape(self.depth_video)}"
@@ -222,8 +226,12 @@ class FlowClip:
         fx, fy, cx, cy = np.asarray(arrays["intrinsics"], np.float32)
         width, height = (int(v) for v in arrays["image_size"])
         intrinsics = PinholeIntrinsics(
-            fx=np.float32(fx), fy=np.float32(fy), cx=np.float32(cx), cy=np.float32(cy),
-            width=width, height=height,
+            fx=np.float32(fx),
+            fy=np.float32(fy),
+            cx=np.float32(cx),
+            cy=np.float32(cy),
+            width=width,
+            height=height,
         )
         flow = ObjectFlow(
             points=np.asarray(arrays["flow_points"]),

@@ -67,7 +67,9 @@ def check_track_inputs(video: np.ndarray, queries: np.ndarray) -> tuple[np.ndarr
     t, h, w = video.shape[:3]
     frames = queries[:, 0]
     if np.any(frames < 0) or np.any(frames >= t) or np.any(frames != np.round(frames)):
-        raise ShapeError(f"query frame indices must be integers in [0, {t}), got {frames.min()}..{frames.max()}")
+        raise ShapeError(
+            f"query frame indices must be integers in [0, {t}), got {frames.min()}..{frames.max()}"
+        )
     ys, xs = queries[:, 1], queries[:, 2]
     if np.any(xs < 0) or np.any(xs > w) or np.any(ys < 0) or np.any(ys > h):
         raise ShapeError(f"query points must lie inside the {w}x{h} image")
