@@ -96,6 +96,17 @@ class PinholeIntrinsics:
         )
 
 
+def _as_float(x, like=None) -> Array:
+    """``x`` as an array; integer or boolean arrays become floating point (``like``'s dtype
+    when that is floating, else JAX's default float), so that results are not truncated."""
+    x = jnp.asarray(x)
+    if jnp.issubdtype(x.dtype, jnp.inexact):
+        return x
+    if like is not None and jnp.issubdtype(jnp.asarray(like).dtype, jnp.inexact):
+        return x.astype(jnp.asarray(like).dtype)
+    return x.astype(jnp.result_type(float))
+
+
 def project(
     points_cam: Float[Array, "*batch 3"], intrinsics: PinholeIntrinsics
 ) -> tuple[Float[Array, "*batch 2"], Float[Array, "*batch"]]:
@@ -104,7 +115,7 @@ def project(
     Points at or behind the camera (``z <= 0``) get finite but meaningless pixels; test
     ``depth > 0`` to mask them. No NaN or inf is produced.
     """
-    points_cam = jnp.asarray(points_cam)
+    points_cam = _as_float(points_cam)
     z = points_cam[..., 2]
     safe_z = jnp.where(jnp.abs(z) > 1e-12, z, 1e-12)
     x = intrinsics.fx * points_cam[..., 0] / safe_z + intrinsics.cx
@@ -116,8 +127,9 @@ def unproject(
     pixels: Float[Array, "*batch 2"], depth: Float[Array, "*batch"], intrinsics: PinholeIntrinsics
 ) -> Float[Array, "*batch 3"]:
     """Lift pixels ``(x, y)`` with depth ``z`` (meters along the optical axis) to camera points."""
-    pixels = jnp.asarray(pixels)
-    depth = jnp.asarray(depth, pixels.dtype)
+    depth = jnp.asarray(depth)
+    pixels = _as_float(pixels, depth)
+    depth = depth.astype(pixels.dtype)
     x = (pixels[..., 0] - intrinsics.cx) / intrinsics.fx * depth
     y = (pixels[..., 1] - intrinsics.cy) / intrinsics.fy * depth
     return jnp.stack([x, y, depth], axis=-1).astype(pixels.dtype)
@@ -143,7 +155,9 @@ def unproject_to_world(
     return transform_points(world_from_camera, unproject(pixels, depth, intrinsics))
 
 
-def in_image(pixels: Float[Array, "*batch 2"], intrinsics: PinholeIntrinsics) -> Bool[Array, "*batch"]:
+def in_image(
+    pixels: Float[Array, "*batch 2"], intrinsics: PinholeIntrinsics
+) -> Bool[Array, "*batch"]:
     """Whether pixel coordinates lie inside the image rectangle ``[0, W) x [0, H)``."""
     x, y = pixels[..., 0], pixels[..., 1]
     return (x >= 0) & (x < intrinsics.width) & (y >= 0) & (y < intrinsics.height)
@@ -161,7 +175,7 @@ def sample_depth(
     greater than ``min_depth``. Invalid samples return depth 0 and ``valid = False``; no NaN
     is propagated from invalid pixels.
     """
-    depth_map = jnp.asarray(depth_map)
+    depth_map = _as_float(depth_map)
     pixels = jnp.asarray(pixels)
     height, width = depth_map.shape
     # Pixel-centre coordinates: centre of pixel (i, j) is (j + 0.5, i + 0.5).
