@@ -1,6 +1,7 @@
 """jflow: 3D object-flow world models from action-free video, and flow-guided action planning."""
 
 from jflow.errors import (
+    CheckpointError,
     ConfigError,
     DataError,
     GeometryError,
@@ -8,12 +9,14 @@ from jflow.errors import (
     OutputError,
     ShapeError,
     SimulationError,
+    TrainingError,
     UnknownNameError,
 )
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "CheckpointError",
     "ConfigError",
     "DataError",
     "GeometryError",
@@ -21,6 +24,7 @@ __all__ = [
     "OutputError",
     "ShapeError",
     "SimulationError",
+    "TrainingError",
     "UnknownNameError",
     "__version__",
 ]

@@ -9,12 +9,13 @@ from __future__ import annotations
 import dataclasses
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 import tyro
 
 from jflow.data.kitchen_dataset import GenKitchenConfig
-from jflow.errors import JflowError
+from jflow.errors import ConfigError, JflowError
+from jflow.tracking.extract import ExtractConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -23,6 +24,22 @@ class DatasetInfo:
 
     path: Annotated[Path, tyro.conf.Positional]
     """The dataset folder (it holds manifest.json)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Extract:
+    """Extract the 3D object flow of a video (.mp4) or an .npz with frames, depth and masks."""
+
+    path: Annotated[Path, tyro.conf.Positional]
+    """The input: an .mp4/.avi video or an .npz (keys in docs/extraction.md)."""
+    out: Path
+    """The output .npz: a FlowClip (FlowClip.to_arrays layout), or 2D tracks when there is no depth."""
+    settings: Annotated[ExtractConfig, tyro.conf.OmitArgPrefixes] = ExtractConfig()
+    tracker: Literal["lk", "tapir"] = "lk"
+    """``lk``: pyramidal Lucas-Kanade (no weights needed); ``tapir``: TAPIR/BootsTAPIR."""
+    tapir_checkpoint: Path | None = None
+    """An official TAPIR or BootsTAPIR .npy checkpoint (needed with --tracker tapir)."""
+    overwrite: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +68,49 @@ def run_dataset_info(command: DatasetInfo) -> None:
     from jflow.data.kitchen_dataset import dataset_summary
 
     print(dataset_summary(command.path))
+
+
+def run_extract(command: Extract) -> None:
+    import numpy as np
+
+    from jflow.tracking.extract import extract_from_file
+
+    if command.out.exists() and not command.overwrite:
+        raise ConfigError(f"{command.out} exists; pass --overwrite to replace it")
+    if command.out.suffix != ".npz":
+        raise ConfigError(f"the output must be an .npz file, got {command.out}")
+    tracker = None
+    if command.tracker == "tapir":
+        if command.tapir_checkpoint is None:
+            raise ConfigError(
+                "--tracker tapir needs --tapir-checkpoint PATH (an official .npy file)"
+            )
+        from jflow.tracking.tapir import TapirTracker
+
+        tracker = TapirTracker(command.tapir_checkpoint)
+    result = extract_from_file(command.path, command.settings, tracker)
+    command.out.parent.mkdir(parents=True, exist_ok=True)
+    if result.clip is not None:
+        np.savez(command.out, **result.clip.to_arrays())
+        flow = result.clip.flow
+        moved = np.linalg.norm(np.asarray(flow.points[-1] - flow.points[0]), axis=-1)
+        vis = np.asarray(flow.visible[0] & flow.visible[-1])
+        print(
+            f"wrote {command.out}: 3D flow of {flow.num_points} points over {flow.num_frames} "
+            f"frames ({flow.frame} frame); median motion of points visible at both ends "
+            f"{np.median(moved[vis]) if vis.any() else float('nan'):.3f} m"
+        )
+    else:
+        np.savez(
+            command.out,
+            tracks=np.asarray(result.tracks, np.float32),
+            visible=np.asarray(result.visible, bool),
+            box_xyxy=np.asarray(result.box_xyxy, np.float32),
+        )
+        print(
+            f"wrote {command.out}: 2D tracks of {result.tracks.shape[1]} points over "
+            f"{result.tracks.shape[0]} frames (the input has no depth, so no 3D flow)"
+        )
 
 
 def run_demo(command: Demo) -> None:
@@ -102,6 +162,7 @@ def _same_demo_dataset(manifest: dict, config: GenKitchenConfig) -> bool:
 SUBCOMMANDS = {
     "gen-kitchen": GenKitchenConfig,
     "dataset-info": DatasetInfo,
+    "extract": Extract,
     "demo": Demo,
 }
 
@@ -118,6 +179,8 @@ def main(argv: list[str] | None = None) -> int:
             run_gen_kitchen(command)
         elif isinstance(command, DatasetInfo):
             run_dataset_info(command)
+        elif isinstance(command, Extract):
+            run_extract(command)
         elif isinstance(command, Demo):
             run_demo(command)
         else:  # pragma: no cover - tyro only returns the types above.

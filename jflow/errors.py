@@ -45,6 +45,14 @@ class DataError(JflowError, OSError):
     """A data file or dataset is missing, truncated, corrupt or inconsistent."""
 
 
+class CheckpointError(JflowError, ValueError):
+    """A checkpoint does not fit: another architecture, missing or mis-shaped tensors."""
+
+
+class TrainingError(JflowError, RuntimeError):
+    """Training cannot go on (a non-finite loss or gradient, with the step that caused it)."""
+
+
 class OutputError(JflowError, OSError):
     """An output location cannot be written, or writing would destroy a user's files."""
 

@@ -4,6 +4,14 @@ import os
 from pathlib import Path
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
+# One test session serves every test, so the XLA flags are chosen once, before JAX starts:
+# 8 emulated CPU devices for the sharding tests, and XLA's CPU fusion emitters off, which MJX
+# kinematics and jaxopt solves need to run at speed (jflow.runtime explains the trade-off).
+_flags = os.environ.get("XLA_FLAGS", "")
+for _flag in ("--xla_force_host_platform_device_count=8", "--xla_cpu_use_fusion_emitters=false"):
+    if _flag.split("=")[0] not in _flags:
+        _flags = f"{_flags} {_flag}".strip()
+os.environ["XLA_FLAGS"] = _flags
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -17,5 +25,7 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 def shared_data() -> Path:
     """The real episodes and videos in ../shared/data; tests skip when a clone lacks them."""
     if not SHARED_DATA.is_dir():
-        pytest.skip(f"real test data not found at {SHARED_DATA} (only present beside the dev checkout)")
+        pytest.skip(
+            f"real test data not found at {SHARED_DATA} (only present beside the dev checkout)"
+        )
     return SHARED_DATA
