@@ -16,6 +16,7 @@ import tyro
 from jflow.data.kitchen_dataset import GenKitchenConfig
 from jflow.errors import ConfigError, JflowError
 from jflow.tracking.extract import ExtractConfig
+from jflow.training.trainer import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,7 +49,7 @@ class Demo:
 
     out: Path = Path("runs/demo")
     """Folder for the demo's outputs (reused across runs)."""
-    tasks: tuple[str, ...] = ("microwave_open", "slide_cabinet_open", "kettle_to_top_left_burner")
+    tasks: tuple[str, ...] = ("open_microwave", "open_slide_cabinet", "move_kettle_to_top_left_burner")
     episodes_per_task: int = 2
     frames: int = 8
     resolution: int = 64
@@ -113,6 +114,17 @@ def run_extract(command: Extract) -> None:
         )
 
 
+def run_train(config: TrainConfig) -> None:
+    from jflow.training.trainer import train
+
+    summary = train(config)
+    loss = summary.get("loss")
+    print(
+        f"trained {summary['run_dir']} to step {summary['step']}"
+        + (f", loss {loss:.4f}" if loss is not None else "")
+    )
+
+
 def run_demo(command: Demo) -> None:
     from jflow.data.kitchen_dataset import generate_kitchen_dataset, summarize
     from jflow.data.shards import read_manifest
@@ -163,6 +175,7 @@ SUBCOMMANDS = {
     "gen-kitchen": GenKitchenConfig,
     "dataset-info": DatasetInfo,
     "extract": Extract,
+    "train": TrainConfig,
     "demo": Demo,
 }
 
@@ -181,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dataset_info(command)
         elif isinstance(command, Extract):
             run_extract(command)
+        elif isinstance(command, TrainConfig):
+            run_train(command)
         elif isinstance(command, Demo):
             run_demo(command)
         else:  # pragma: no cover - tyro only returns the types above.

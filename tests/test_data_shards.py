@@ -41,7 +41,15 @@ def write_dataset(out, n=6, shards=2):
         out,
         synthetic_records(n),
         num_shards=shards,
-        manifest={"grid": [4, 4], "normalization": stats.to_dict()},
+        manifest={
+            "grid": [4, 4],
+            "frames": 5,
+            "normalization": stats.to_dict(),
+            "tasks": [
+                {"task_id": f"task_{k}", "instructions": [f"instruction {i}" for i in range(k, n, 2)]}
+                for k in range(2)
+            ],
+        },
     )
 
 

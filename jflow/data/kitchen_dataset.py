@@ -29,17 +29,17 @@ from jflow.data.shards import (
     read_manifest,
     write_manifest,
 )
-from jflow.errors import ConfigError
+from jflow.errors import ConfigError, UnknownNameError
 from jflow.flow.grid import flow_to_grid, to_grid_order
 from jflow.flow.normalization import FlowStats
 
 DEFAULT_TASKS = (
-    "microwave_open",
-    "slide_cabinet_open",
-    "hinge_cabinet_open",
-    "kettle_to_top_left_burner",
-    "light_switch_on",
-    "bottom_left_knob_on",
+    "open_microwave",
+    "open_slide_cabinet",
+    "open_hinge_cabinet",
+    "move_kettle_to_top_left_burner",
+    "turn_on_light",
+    "turn_on_bottom_burner",
 )
 
 
@@ -57,7 +57,7 @@ class GenKitchenConfig:
     resolution: int = 128
     """Square image size in pixels (a multiple of 8)."""
     camera: str = "front"
-    """The camera that films the episodes."""
+    """The camera that films the episodes (front, side, side_right)."""
     kind: Literal["human", "robot"] = "human"
     """``human``: the object moves with the robot parked out of view; ``robot``: scripted robot."""
     grid: int = 16
@@ -70,12 +70,16 @@ class GenKitchenConfig:
 
     def validate(self) -> GenKitchenConfig:
         """Check every value before any work starts; raises a ConfigError naming the problem."""
-        from jflow.sim import get_task
+        from jflow.sim.tasks import get_task
 
         if not self.tasks:
             raise ConfigError("no tasks given: name at least one task with --tasks")
         for task_id in self.tasks:
-            get_task(task_id)  # UnknownNameError listing the known tasks.
+            task = get_task(task_id)  # UnknownNameError listing the known tasks.
+            if self.kind == "robot" and task.grasp_site is None:
+                raise ConfigError(
+                    f"task {task_id!r} has no scripted robot demonstration; use --kind human"
+                )
         if len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(f"a task is listed twice in --tasks {' '.join(self.tasks)}")
         if self.episodes_per_task < 1:
@@ -86,6 +90,10 @@ class GenKitchenConfig:
             raise ConfigError(f"resolution must be a positive multiple of 8, got {self.resolution}")
         if self.grid < 2:
             raise ConfigError(f"grid must be >= 2, got {self.grid}")
+        from jflow.sim.kitchen_constants import CAMERA_NAMES
+
+        if self.camera not in CAMERA_NAMES:
+            raise UnknownNameError("camera", self.camera, CAMERA_NAMES)
         if self.num_shards < 1:
             raise ConfigError(f"num_shards must be >= 1, got {self.num_shards}")
         return self
@@ -98,7 +106,8 @@ def episode_seed(base_seed: int, task_id: str, episode: int) -> int:
 
 def generate_kitchen_dataset(config: GenKitchenConfig) -> dict:
     """Render ``episodes_per_task`` episodes of every task and write them; returns the manifest."""
-    from jflow.sim import KitchenEpisodeRenderer, get_task
+    from jflow.sim.episodes import KitchenWorld
+    from jflow.sim.tasks import get_task
 
     config = config.validate()
     out = check_output_dir(config.out, overwrite=config.overwrite)
@@ -106,9 +115,6 @@ def generate_kitchen_dataset(config: GenKitchenConfig) -> dict:
         (out / MANIFEST_NAME).unlink(missing_ok=True)
         for old in (out / SHARD_DIR).glob("*.array_record"):
             old.unlink()
-    renderer = KitchenEpisodeRenderer(
-        resolution=config.resolution, camera=config.camera, num_points=config.grid**2
-    )
     num_shards = min(config.num_shards, len(config.tasks) * config.episodes_per_task)
     grids = []
     counts: dict[str, int] = {}
@@ -116,11 +122,23 @@ def generate_kitchen_dataset(config: GenKitchenConfig) -> dict:
     start = time.perf_counter()
     jobs = [(t, e) for e in range(config.episodes_per_task) for t in config.tasks]
     bar = tqdm(jobs, desc="gen-kitchen", unit="episode", disable=not config.progress)
-    with ShardedWriter(out, num_shards) as writer:
+    intrinsics = None
+    with (
+        KitchenWorld(resolution=config.resolution) as world,
+        ShardedWriter(out, num_shards) as writer,
+    ):
         for task_id, episode in bar:
             bar.set_postfix_str(task_id)
             seed = episode_seed(config.seed, task_id, episode)
-            ep = renderer.render(task_id, seed, kind=config.kind, frames=config.frames)
+            ep = world.render_episode(
+                task_id,
+                seed,
+                kind=config.kind,
+                frames=config.frames,
+                camera=config.camera,
+                num_points=config.grid**2,
+            )
+            intrinsics = ep.clip.intrinsics
             clip = dataclasses.replace(
                 ep.clip, flow=to_grid_order(ep.clip.flow.numpy(), (config.grid,) * 2)
             )
@@ -141,7 +159,7 @@ def generate_kitchen_dataset(config: GenKitchenConfig) -> dict:
         shards = writer.close()
     seconds = time.perf_counter() - start
     stats = FlowStats.from_grids(grids)
-    k = renderer.intrinsics
+    k = intrinsics
     manifest = {
         "kind": "jflow.kitchen",
         "num_records": sum(counts.values()),
@@ -151,7 +169,7 @@ def generate_kitchen_dataset(config: GenKitchenConfig) -> dict:
             {
                 "task_id": t,
                 "instructions": list(get_task(t).instructions),
-                "target": get_task(t).target,
+                "target": get_task(t).target_object,
             }
             for t in config.tasks
         ],
