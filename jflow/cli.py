@@ -49,7 +49,11 @@ class Demo:
 
     out: Path = Path("runs/demo")
     """Folder for the demo's outputs (reused across runs)."""
-    tasks: tuple[str, ...] = ("open_microwave", "open_slide_cabinet", "move_kettle_to_top_left_burner")
+    tasks: tuple[str, ...] = (
+        "open_microwave",
+        "open_slide_cabinet",
+        "move_kettle_to_top_left_burner",
+    )
     episodes_per_task: int = 2
     frames: int = 8
     resolution: int = 64

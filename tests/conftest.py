@@ -12,6 +12,12 @@ for _flag in ("--xla_force_host_platform_device_count=8", "--xla_cpu_use_fusion_
     if _flag.split("=")[0] not in _flags:
         _flags = f"{_flags} {_flag}".strip()
 os.environ["XLA_FLAGS"] = _flags
+# A persistent compilation cache shared by the test process and the subprocesses it starts
+# (the kill-and-resume test), kept in the checkout so that repeated local runs start warm.
+os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", str(Path(__file__).resolve().parents[1] / ".cache" / "jax-tests")
+)
+os.environ.setdefault("JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS", "0.5")
 os.environ.setdefault("MUJOCO_GL", "egl")
 os.environ.setdefault("PYOPENGL_PLATFORM", "egl")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -213,7 +213,7 @@ def summarize(manifest: dict) -> str:
     for task in manifest["tasks"]:
         t = task["task_id"]
         lines.append(
-            f"  {t:<28} {manifest['counts'].get(t, 0):>4} clips, "
+            f"  {t:<34} {manifest['counts'].get(t, 0):>4} clips, "
             f"{manifest['successes'].get(t, 0)} reach the goal   e.g. {task['instructions'][0]!r}"
         )
     gen = manifest["generation"]

@@ -1,0 +1,307 @@
+"""Settings of the flow world model: the network (:class:`FlowModelConfig`) and its training
+objective and noise schedule (:class:`ObjectiveConfig`).
+
+Both are frozen dataclasses with a stable serialisable form (``to_dict`` / ``from_dict``), so a
+checkpoint can carry the config it was trained with, and :func:`config_diff` can list what
+differs when a checkpoint of another architecture is loaded.
+
+Three presets:
+
+- :meth:`FlowModelConfig.default`: small enough to train on a 2-core CPU in minutes;
+- :meth:`FlowModelConfig.tiny`: for unit tests (compiles in a few seconds);
+- :meth:`FlowModelConfig.large`: the 3DFlowAction / AnimateDiff scale (Stable-Diffusion-1.5
+  UNet widths, two ResNet blocks per level, CLIP ViT-L/14 text width) for GPU/TPU users.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from jflow.errors import ConfigError, UnknownNameError
+
+OBJECTIVES = ("ddpm_eps", "ddpm_v", "flow_matching")
+SCHEDULES = ("linear", "cosine")
+SAMPLERS = ("ddim", "ddpm", "euler", "heun")
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveConfig:
+    """What the network is trained to predict, and the noise schedule."""
+
+    kind: str = "flow_matching"
+    """``"ddpm_eps"`` (predict the noise), ``"ddpm_v"`` (predict v = sqrt(a) eps - sqrt(1-a) x0)
+    or ``"flow_matching"`` (rectified flow: predict the velocity eps - x0)."""
+    schedule: str = "cosine"
+    """DDPM noise schedule, ``"linear"`` or ``"cosine"`` (ignored by flow matching)."""
+    num_train_steps: int = 1000
+    """DDPM diffusion steps N (flow matching samples continuous t and feeds the network t * N)."""
+    beta_start: float = 1e-4
+    beta_end: float = 0.02
+    cosine_s: float = 0.008
+    text_drop_prob: float = 0.1
+    """Probability that an example's instruction is dropped in training (classifier-free
+    guidance)."""
+    default_sampler: str = ""
+    """Sampler used when ``sample(..., sampler=None)``; empty = ``"ddim"`` for DDPM objectives,
+    ``"euler"`` for flow matching."""
+    default_steps: int = 0
+    """Sampling steps when ``sample(..., steps=None)``; 0 = 50 for DDIM, 10 for Euler/Heun."""
+
+    def __post_init__(self) -> None:
+        if self.kind not in OBJECTIVES:
+            raise UnknownNameError("objective", self.kind, OBJECTIVES)
+        if self.schedule not in SCHEDULES:
+            raise UnknownNameError("noise schedule", self.schedule, SCHEDULES)
+        if self.num_train_steps < 2:
+            raise ConfigError(f"num_train_steps must be >= 2, got {self.num_train_steps}")
+        if not 0 < self.beta_start < self.beta_end < 1:
+            raise ConfigError(
+                f"need 0 < beta_start < beta_end < 1, got {self.beta_start}, {self.beta_end}"
+            )
+        if not 0 <= self.text_drop_prob < 1:
+            raise ConfigError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+        if self.default_sampler and self.default_sampler not in SAMPLERS:
+            raise UnknownNameError("sampler", self.default_sampler, SAMPLERS)
+        if self.default_steps < 0:
+            raise ConfigError(f"default_steps must be >= 0, got {self.default_steps}")
+
+    @property
+    def is_ddpm(self) -> bool:
+        return self.kind != "flow_matching"
+
+    @property
+    def sampler(self) -> str:
+        if self.default_sampler:
+            return self.default_sampler
+        return "ddim" if self.is_ddpm else "euler"
+
+    @property
+    def steps(self) -> int:
+        if self.default_steps:
+            return self.default_steps
+        return 50 if self.sampler in ("ddim", "ddpm") else 10
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> ObjectiveConfig:
+        return _from_dict(ObjectiveConfig, data)
+
+
+@dataclasses.dataclass(frozen=True)
+class FlowModelConfig:
+    """Architecture of :class:`jflow.models.FlowUNet` (and its objective).
+
+    The network sees normalised grid-layout flows ``[B, T, grid_h, grid_w, 4]``.
+    """
+
+    num_frames: int = 16
+    grid_hw: tuple[int, int] = (16, 16)
+    flow_channels: int = 4
+    patch_size: int = 2
+    """The grid is cut into patch_size x patch_size patches before the UNet (and put back
+    after): 2 runs the UNet on an 8x8 grid for a 16x16 flow grid, 4x cheaper on a CPU."""
+    channels: tuple[int, ...] = (32, 64)
+    """Feature width at each resolution level (level i has grid / 2**i cells per side)."""
+    num_res_blocks: int = 1
+    """ResNet blocks per level on the way down (the way up has one more, as in SD)."""
+    attention_levels: tuple[bool, ...] = (False, True)
+    """Levels with spatial self-attention and cross-attention to the conditioning tokens."""
+    motion_levels: tuple[bool, ...] = ()
+    """Levels with AnimateDiff motion modules after each block; empty = every level."""
+    num_heads: int = 4
+    head_dim: int = 0
+    """0 = channels // num_heads at each level."""
+    ff_mult: int = 1
+    """Hidden width multiplier of the transformer feed-forward layers (GEGLU)."""
+    transformer_depth: int = 1
+    """Transformer blocks in each spatial transformer."""
+    motion_depth: int = 1
+    """Temporal transformer blocks in each motion module."""
+    motion_max_frames: int = 32
+    """Longest clip the motion modules' sinusoidal frame encoding is laid out for."""
+    groups: int = 8
+    """Group-norm groups (must divide every width)."""
+    time_embed_mult: int = 4
+    dropout: float = 0.0
+    text_dim: int = 384
+    """Width of the frozen text encoder's token embeddings (384 all-MiniLM-L6-v2, 512 CLIP
+    ViT-B/32, 768 CLIP ViT-L/14)."""
+    cond_dim: int = 64
+    """Width of the cross-attention context tokens (text and observation)."""
+    obs_size: int = 64
+    """The first RGB-D frame is resized to obs_size x obs_size before the observation encoder."""
+    obs_channels: tuple[int, ...] = (16, 32, 32, 64)
+    """Widths of the stride-2 convolutions of the observation encoder (tokens on an
+    obs_size / 2**len side grid)."""
+    obs_depth_scale: float = 1.0
+    """Depth in meters is divided by this before the observation encoder."""
+    point_freqs: int = 6
+    """Octaves of the sinusoidal encoding of the initial points' (u, v, depth)."""
+    objective: ObjectiveConfig = ObjectiveConfig()
+
+    def __post_init__(self) -> None:
+        levels = len(self.channels)
+        if levels < 1 or min(self.channels) < 1:
+            raise ConfigError(f"channels must be a non-empty tuple of widths, got {self.channels}")
+        if len(self.attention_levels) != levels:
+            raise ConfigError(
+                f"attention_levels needs one entry per level ({levels}), got {self.attention_levels}"
+            )
+        if self.motion_levels and len(self.motion_levels) != levels:
+            raise ConfigError(
+                f"motion_levels needs one entry per level ({levels}), got {self.motion_levels}"
+            )
+        gh, gw = self.grid_hw
+        if self.patch_size < 1:
+            raise ConfigError(f"patch_size must be >= 1, got {self.patch_size}")
+        factor = self.patch_size * 2 ** (levels - 1)
+        if gh % factor or gw % factor:
+            raise ConfigError(
+                f"grid {self.grid_hw} must be divisible by patch_size * 2**(levels-1) = {factor}"
+            )
+        if self.ff_mult < 1:
+            raise ConfigError(f"ff_mult must be >= 1, got {self.ff_mult}")
+        for c in (*self.channels, *self.obs_channels):
+            if c % self.groups:
+                raise ConfigError(f"groups={self.groups} must divide every width, not {c}")
+        if self.head_dim == 0:
+            for c in self.channels:
+                if c % self.num_heads:
+                    raise ConfigError(f"num_heads={self.num_heads} must divide width {c}")
+        if self.num_frames < 1 or self.num_frames > self.motion_max_frames:
+            raise ConfigError(
+                f"num_frames must be in [1, motion_max_frames={self.motion_max_frames}], got "
+                f"{self.num_frames}"
+            )
+        if self.num_res_blocks < 1 or self.transformer_depth < 1 or self.motion_depth < 1:
+            raise ConfigError("num_res_blocks, transformer_depth and motion_depth must be >= 1")
+        if not self.obs_channels or self.obs_size % (2 ** len(self.obs_channels)):
+            raise ConfigError(f"obs_size {self.obs_size} must be divisible by 2**len(obs_channels)")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout}")
+        if self.flow_channels != 4:
+            raise ConfigError("flow_channels must be 4 (u, v, depth, visibility)")
+
+    # ------------------------------------------------------------------ presets
+
+    @staticmethod
+    def default(**overrides: Any) -> FlowModelConfig:
+        """Trains on a 2-core CPU: 16 frames of a 16x16 grid in 2x2 patches, widths 32/64 (1.13 M
+        parameters)."""
+        return dataclasses.replace(FlowModelConfig(), **overrides)
+
+    @staticmethod
+    def tiny(**overrides: Any) -> FlowModelConfig:
+        """For unit tests: 4 frames of an 8x8 grid in 2x2 patches, two levels of width 16/32."""
+        base = FlowModelConfig(
+            num_frames=4,
+            grid_hw=(8, 8),
+            patch_size=2,
+            channels=(16, 32),
+            attention_levels=(False, True),
+            num_heads=2,
+            groups=4,
+            cond_dim=32,
+            obs_size=32,
+            obs_channels=(8, 16),
+            point_freqs=4,
+            objective=ObjectiveConfig(num_train_steps=100),
+        )
+        return dataclasses.replace(base, **overrides)
+
+    @staticmethod
+    def large(**overrides: Any) -> FlowModelConfig:
+        """The 3DFlowAction scale (AnimateDiff on SD-1.5 widths) for GPU/TPU.
+
+        Four levels of 320/640/1280/1280 with two ResNet blocks each, spatial and cross
+        attention on the three lower levels, motion modules everywhere, 8 heads, CLIP
+        ViT-L/14 text tokens (768); about 1.73 G parameters (docs/model.md).
+        """
+        base = FlowModelConfig(
+            patch_size=1,
+            ff_mult=4,
+            channels=(320, 640, 1280, 1280),
+            num_res_blocks=2,
+            attention_levels=(False, True, True, True),
+            num_heads=8,
+            motion_depth=2,
+            groups=32,
+            text_dim=768,
+            cond_dim=768,
+            obs_size=224,
+            obs_channels=(64, 128, 256, 512),
+            point_freqs=10,
+        )
+        return dataclasses.replace(base, **overrides)
+
+    # ------------------------------------------------------------------ helpers
+
+    @property
+    def num_levels(self) -> int:
+        return len(self.channels)
+
+    def motion_at(self, level: int) -> bool:
+        return True if not self.motion_levels else bool(self.motion_levels[level])
+
+    @property
+    def time_embed_dim(self) -> int:
+        return self.channels[0] * self.time_embed_mult
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["objective"] = self.objective.to_dict()
+        return data
+
+    @staticmethod
+    def from_dict(data: dict[str, Any]) -> FlowModelConfig:
+        data = dict(data)
+        if "objective" in data and isinstance(data["objective"], dict):
+            data["objective"] = ObjectiveConfig.from_dict(data["objective"])
+        return _from_dict(FlowModelConfig, data)
+
+
+def _from_dict(cls: type, data: dict[str, Any]) -> Any:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{cls.__name__}.from_dict needs a dict, got {type(data).__name__}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"{cls.__name__} has no field(s) {', '.join(unknown)}; known: {', '.join(fields)}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        default = getattr(cls(), name) if name != "objective" else None
+        if isinstance(default, tuple) and isinstance(value, list):
+            value = tuple(value)
+        kwargs[name] = value
+    return cls(**kwargs)
+
+
+def config_diff(saved: dict[str, Any] | FlowModelConfig, current: FlowModelConfig) -> list[str]:
+    """The fields that differ between a saved config and ``current``, as readable lines.
+
+    ``["channels: saved (32, 64) != current (32, 64, 64)", ...]``; empty when they match.
+    """
+    saved_d = saved.to_dict() if isinstance(saved, FlowModelConfig) else dict(saved)
+    cur_d = current.to_dict()
+    lines = []
+    for key in sorted(set(saved_d) | set(cur_d)):
+        a, b = saved_d.get(key, "<missing>"), cur_d.get(key, "<missing>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            for sub in sorted(set(a) | set(b)):
+                sa, sb = a.get(sub, "<missing>"), b.get(sub, "<missing>")
+                if _norm(sa) != _norm(sb):
+                    lines.append(f"{key}.{sub}: saved {sa!r} != current {sb!r}")
+        elif _norm(a) != _norm(b):
+            lines.append(f"{key}: saved {a!r} != current {b!r}")
+    return lines
+
+
+def _norm(v: Any) -> Any:
+    if isinstance(v, list | tuple):
+        return tuple(_norm(x) for x in v)
+    return v

@@ -1,0 +1,130 @@
+"""Noise schedules against their closed forms, and the sampler mathematics with oracle
+predictors (independent of the network)."""
+
+from functools import partial
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jflow.errors import ConfigError
+from jflow.models import (
+    FAST_COMPILE,
+    ObjectiveConfig,
+    alphas_cumprod,
+    cfg_combine,
+    ddim_loop,
+    flow_loop,
+)
+from jflow.models.samplers import clamp_first_frame, ddim_timesteps
+
+N = 200
+fast_jit = partial(jax.jit, compiler_options=FAST_COMPILE)
+X0 = jax.random.normal(jax.random.key(3), (2, 4, 8, 8, 4))
+
+
+def test_linear_schedule_closed_form():
+    obj = ObjectiveConfig(schedule="linear", num_train_steps=1000, beta_start=1e-4, beta_end=0.02)
+    a = alphas_cumprod(obj)
+    betas = np.linspace(1e-4, 0.02, 1000)
+    assert a.shape == (1000,)
+    np.testing.assert_allclose(a[0], 1 - 1e-4, rtol=1e-12)
+    np.testing.assert_allclose(a[-1], np.prod(1 - betas), rtol=1e-10)
+    assert 3e-5 < a[-1] < 5e-5  # the well-known DDPM endpoint (~4.0e-5)
+    assert np.all(np.diff(a) < 0)
+
+
+def test_cosine_schedule_closed_form():
+    n, s = 1000, 0.008
+    a = alphas_cumprod(ObjectiveConfig(schedule="cosine", num_train_steps=n, cosine_s=s))
+    f = lambda t: np.cos((t / n + s) / (1 + s) * np.pi / 2) ** 2  # noqa: E731
+    t = np.arange(n)
+    expected = f(t + 1) / f(0)
+    # identical except where beta hits the 0.999 clip at the very end
+    np.testing.assert_allclose(a[:-5], expected[:-5], rtol=1e-9)
+    assert a[-1] < 1e-6 and a[0] > 0.9999
+
+
+def _eps_oracle(table, kind="ddpm_eps"):
+    def predict(x, t):
+        a = table[t.astype(jnp.int32)][:, None, None, None, None]
+        eps = (x - jnp.sqrt(a) * X0) / jnp.sqrt(1 - a)
+        if kind == "ddpm_eps":
+            return eps
+        return jnp.sqrt(a) * eps - jnp.sqrt(1 - a) * X0  # v
+
+    return predict
+
+
+@pytest.mark.parametrize(("kind", "schedule"), [("ddpm_eps", "linear"), ("ddpm_v", "cosine")])
+def test_ddim_with_oracle_reconstructs_x0_deterministically(kind, schedule):
+    table = jnp.asarray(
+        alphas_cumprod(ObjectiveConfig(schedule=schedule, num_train_steps=N)), jnp.float32
+    )
+    ts = ddim_timesteps(N, N)
+    np.testing.assert_array_equal(ts, np.arange(N)[::-1])
+    x_T = jax.random.normal(jax.random.key(0), X0.shape)
+    run = fast_jit(
+        lambda x, key: ddim_loop(
+            _eps_oracle(table, kind), x, table, ts, kind=kind, eta=0.0, rng=key
+        )
+    )
+    a = run(x_T, jax.random.key(1))
+    b = run(x_T, jax.random.key(2))  # eta = 0: the rng must not matter
+    np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    np.testing.assert_allclose(np.asarray(a), np.asarray(X0), atol=2e-3)
+
+
+def test_ddim_few_steps_and_ancestral_with_oracle():
+    table = jnp.asarray(alphas_cumprod(ObjectiveConfig(num_train_steps=N)), jnp.float32)
+    x_T = jax.random.normal(jax.random.key(0), X0.shape)
+    run = fast_jit(
+        lambda x, eta: ddim_loop(
+            _eps_oracle(table), x, table, ddim_timesteps(N, 10), eta=eta, rng=jax.random.key(5)
+        )
+    )
+    for eta in (0.0, 1.0):
+        np.testing.assert_allclose(np.asarray(run(x_T, eta)), np.asarray(X0), atol=2e-3)
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_flow_matching_with_oracle_velocity_transports_x0(method):
+    def velocity(z, t):
+        t = t[:, None, None, None, None]
+        eps = (z - (1 - t) * X0) / t
+        return eps - X0
+
+    z1 = jax.random.normal(jax.random.key(0), X0.shape)
+    for steps in (1, 4):
+        out = flow_loop(velocity, z1, steps, method=method)
+        np.testing.assert_allclose(np.asarray(out), np.asarray(X0), atol=1e-5)
+
+
+def test_first_frame_clamp_pins_initial_points():
+    init = X0[:, 0] + 1.0  # differs from the oracle's frame 0
+
+    def velocity(z, t):
+        t = t[:, None, None, None, None]
+        return (z - (1 - t) * X0) / t - X0
+
+    z1 = jax.random.normal(jax.random.key(0), X0.shape)
+    out = flow_loop(velocity, z1, 3, clamp=clamp_first_frame(init))
+    np.testing.assert_array_equal(np.asarray(out[:, 0]), np.asarray(init))
+    np.testing.assert_allclose(np.asarray(out[:, 1:]), np.asarray(X0[:, 1:]), atol=1e-5)
+
+
+def test_cfg_scale_one_is_the_conditional_prediction():
+    c = jax.random.normal(jax.random.key(0), (3, 5))
+    u = jax.random.normal(jax.random.key(1), (3, 5))
+    np.testing.assert_allclose(np.asarray(cfg_combine(c, u, 1.0)), np.asarray(c), atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cfg_combine(c, u, 0.0)), np.asarray(u), atol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(cfg_combine(c, u, 3.0)), np.asarray(u + 3 * (c - u)), atol=1e-5
+    )
+
+
+def test_ddim_timesteps_validation():
+    assert list(ddim_timesteps(100, 4)) == [99, 66, 33, 0]
+    with pytest.raises(ConfigError):
+        ddim_timesteps(100, 101)

@@ -1,0 +1,169 @@
+"""Training the flow diffuser: data parallel equals single device, SIGKILL-and-resume is exact,
+bad batches and foreign checkpoints give clear errors."""
+
+import dataclasses
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from jflow.errors import CheckpointError, DataError, ShapeError, TrainingError
+from jflow.models import TextEncoder
+from jflow.training.config import TrainConfig
+from jflow.training.tensorboard import read_metrics
+from jflow.training.trainer import train
+
+from .test_data_shards import write_dataset
+
+STEPS = 24
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("train") / "ds"
+    write_dataset(path, n=8, shards=2)
+    return path
+
+
+@pytest.fixture(scope="module")
+def text_encoder():
+    return TextEncoder(max_length=8)
+
+
+def config(dataset: Path, out: Path, **overrides) -> TrainConfig:
+    base = TrainConfig(
+        data=dataset,
+        out=out,
+        model="tiny",
+        steps=STEPS,
+        batch_size=8,
+        warmup_steps=3,
+        log_every=1,
+        checkpoint_every=4,
+        devices=1,
+        progress=False,
+        fast_compile=True,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+def losses(run_dir: Path) -> dict[int, float]:
+    return {m["step"]: m["loss"] for m in read_metrics(run_dir / "logs")}
+
+
+@pytest.fixture(scope="module")
+def single_device_run(dataset, text_encoder, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("runs") / "one"
+    train(config(dataset, out), text_encoder=text_encoder)
+    return out
+
+
+def test_eight_devices_give_the_single_device_losses(
+    dataset, text_encoder, single_device_run, tmp_path
+):
+    import jax
+
+    assert jax.device_count() == 8, "tests/conftest.py emulates 8 CPU devices"
+    out = tmp_path / "eight"
+    train(config(dataset, out, devices=8), text_encoder=text_encoder)
+    one, eight = losses(single_device_run), losses(out)
+    assert sorted(one) == sorted(eight) == list(range(1, STEPS + 1))
+    a = np.array([one[s] for s in sorted(one)])
+    b = np.array([eight[s] for s in sorted(eight)])
+    assert np.max(np.abs(a - b) / np.abs(a)) <= 1e-4
+    assert a[-4:].mean() < a[:4].mean()  # It learns.
+    # TensorBoard event files are written beside metrics.jsonl.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(out / "logs"))
+    acc.Reload()
+    tb = [e.value for e in acc.Scalars("loss")]
+    np.testing.assert_allclose(tb, b, rtol=1e-6)
+
+
+def test_sigkill_then_resume_continues_the_same_loss_sequence(dataset, single_device_run, tmp_path):
+    out = tmp_path / "killed"
+    cfg = config(dataset, out)
+    cmd = [
+        sys.executable, "-m", "jflow.cli", "train",
+        "--data", str(dataset), "--out", str(out), "--model", "tiny",
+        "--steps", str(STEPS), "--batch-size", "8", "--warmup-steps", "3",
+        "--log-every", "1", "--checkpoint-every", str(cfg.checkpoint_every),
+        "--devices", "1", "--no-progress", "--fast-compile",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    first_ckpt = out / "checkpoints" / "4"
+    deadline = time.time() + 300
+    while not first_ckpt.is_dir() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    logged = losses(out)
+    assert proc.returncode == -signal.SIGKILL
+    assert first_ckpt.is_dir(), proc.stdout.read().decode()[-2000:]
+    assert max(logged) < STEPS, "the run finished before it was killed"
+    resumed = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "resuming" in resumed.stdout
+    one, again = losses(single_device_run), losses(out)
+    assert sorted(again) == list(range(1, STEPS + 1))
+    a = np.array([one[s] for s in range(1, STEPS + 1)])
+    b = np.array([again[s] for s in range(1, STEPS + 1)])
+    np.testing.assert_allclose(b, a, rtol=1e-6)
+
+
+def test_foreign_architecture_is_refused_with_the_differences(
+    dataset, text_encoder, single_device_run
+):
+    cfg = config(dataset, single_device_run, model="default", steps=STEPS + 1)
+    with pytest.raises(CheckpointError, match="channels"):
+        train(cfg, text_encoder=text_encoder)
+    saved = json.loads((single_device_run / "config.json").read_text())
+    assert saved["train"]["model"] == "tiny"  # The run's own config is kept.
+
+
+def test_bad_batches_are_reported(tmp_path, text_encoder):
+    from jflow.data.shards import read_manifest, write_manifest
+
+    ds = tmp_path / "ds"
+    write_dataset(ds, n=8)
+    manifest = read_manifest(ds)
+    manifest["normalization"]["mean"][2] = 3e38  # Normalised depth overflows to -inf.
+    manifest["normalization"]["std"][2] = 1e-6
+    write_manifest(ds, {k: v for k, v in manifest.items() if k != "format_version"})
+    with pytest.raises(DataError, match="step 1: batch flow holds NaN or inf"):
+        train(config(ds, tmp_path / "run"), text_encoder=text_encoder)
+
+
+def test_wrong_grid_is_a_shape_error():
+    from jflow.models import FlowModelConfig
+    from jflow.training.trainer import check_batch
+
+    cfg = FlowModelConfig.tiny()
+    batch = {"flow": np.zeros((2, 4, 6, 8, 4), np.float32), "depth": np.zeros((2, 8, 8))}
+    with pytest.raises(ShapeError, match=r"expects \[B, 4, 8, 8, 4\]"):
+        check_batch(batch, cfg, step=3)
+
+
+def test_non_finite_loss_stops_or_skips(text_encoder, tmp_path):
+    from jflow.data.shards import read_manifest, write_manifest
+
+    ds = tmp_path / "ds"
+    write_dataset(ds, n=8)
+    manifest = read_manifest(ds)
+    manifest["normalization"]["mean"] = [-1e25, -1e25, -1e25]  # Finite batches of ~1e31:
+    manifest["normalization"]["std"] = [1e-6, 1e-6, 1e-6]  # the squared error overflows.
+    write_manifest(ds, {k: v for k, v in manifest.items() if k != "format_version"})
+    with pytest.raises(TrainingError, match="step 1: the loss or a gradient is not finite"):
+        train(config(ds, tmp_path / "stop"), text_encoder=text_encoder)
+    summary = train(
+        config(ds, tmp_path / "skip", on_nan="skip", steps=STEPS), text_encoder=text_encoder
+    )
+    assert summary["skipped_steps"] == STEPS
