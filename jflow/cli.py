@@ -15,8 +15,9 @@ import tyro
 
 from jflow.data.kitchen_dataset import GenKitchenConfig
 from jflow.errors import ConfigError, JflowError
+from jflow.planning.plan import PlanCommand
 from jflow.tracking.extract import ExtractConfig
-from jflow.training.trainer import TrainConfig
+from jflow.training.config import TrainConfig
 
 
 @dataclasses.dataclass(frozen=True)
@@ -180,6 +181,7 @@ SUBCOMMANDS = {
     "dataset-info": DatasetInfo,
     "extract": Extract,
     "train": TrainConfig,
+    "plan": PlanCommand,
     "demo": Demo,
 }
 
@@ -200,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
             run_extract(command)
         elif isinstance(command, TrainConfig):
             run_train(command)
+        elif isinstance(command, PlanCommand):
+            from jflow.planning.plan import run_plan
+
+            result = run_plan(command)
+            if not result.ok:
+                return 1
         elif isinstance(command, Demo):
             run_demo(command)
         else:  # pragma: no cover - tyro only returns the types above.

@@ -46,7 +46,10 @@ def write_dataset(out, n=6, shards=2):
             "frames": 5,
             "normalization": stats.to_dict(),
             "tasks": [
-                {"task_id": f"task_{k}", "instructions": [f"instruction {i}" for i in range(k, n, 2)]}
+                {
+                    "task_id": f"task_{k}",
+                    "instructions": [f"instruction {i}" for i in range(k, n, 2)],
+                }
                 for k in range(2)
             ],
         },
