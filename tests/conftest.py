@@ -35,3 +35,12 @@ def shared_data() -> Path:
             f"real test data not found at {SHARED_DATA} (only present beside the dev checkout)"
         )
     return SHARED_DATA
+
+
+@pytest.fixture(scope="module")
+def float64():
+    """Run a test module with JAX's 64-bit mode on, and off again after it (as jaxlie tests)."""
+    import jax
+
+    with jax.enable_x64(True):
+        yield

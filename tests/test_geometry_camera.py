@@ -26,10 +26,7 @@ WIDTH, HEIGHT = 64, 48
 NUM_POINTS = 32
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)

@@ -19,10 +19,7 @@ from jflow.geometry import farthest_point_sampling
 N = 64
 
 
-@pytest.fixture(autouse=True, scope="module")
-def float64():
-    with jax.enable_x64(True):
-        yield
+pytestmark = pytest.mark.usefixtures("float64")
 
 
 seeds = st.integers(min_value=0, max_value=2**32 - 1)
