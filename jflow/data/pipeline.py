@@ -29,7 +29,7 @@ import numpy as np
 
 from jflow.data.shards import ShardedDataSource
 from jflow.errors import ConfigError, DataError
-from jflow.flow.normalization import FlowStats
+from jflow.flow.normalization import FlowStats, normalize_grid_numpy
 
 BATCH_KEYS = (
     "flow",
@@ -91,9 +91,7 @@ class RecordToExample(grain.transforms.Map):
         ).astype(np.float32)
         grid = grid.reshape(t, gh, gw, 4)
         if self.stats is not None:
-            mean = np.asarray(self.stats.mean, np.float32)
-            std = np.asarray(self.stats.std, np.float32)
-            grid = np.concatenate([(grid[..., :3] - mean) / std, grid[..., 3:] * 2 - 1], axis=-1)
+            grid = normalize_grid_numpy(grid, self.stats)
         return {
             "flow": grid.astype(np.float32),
             "rgb": element["rgb"],

@@ -81,16 +81,24 @@ class FlowStats:
             raise DataError(f"malformed flow statistics {data!r}: {err}") from err
 
 
+def _normalize(grid, stats: FlowStats, xp):
+    mean = xp.asarray(stats.mean, grid.dtype)
+    std = xp.asarray(stats.std, grid.dtype)
+    return xp.concatenate([(grid[..., :3] - mean) / std, grid[..., 3:] * 2.0 - 1.0], axis=-1)
+
+
 def normalize_grid(
     grid: Float[Array, "*B T H W 4"], stats: FlowStats
 ) -> Float[Array, "*B T H W 4"]:
-    """Map a grid to the diffuser's normalised space."""
-    grid = jnp.asarray(grid)
-    mean = jnp.asarray(stats.mean, grid.dtype)
-    std = jnp.asarray(stats.std, grid.dtype)
-    xyz = (grid[..., :3] - mean) / std
-    vis = grid[..., 3:] * 2.0 - 1.0
-    return jnp.concatenate([xyz, vis], axis=-1)
+    """Map a grid to the diffuser's normalised space (JAX; jit-able)."""
+    return _normalize(jnp.asarray(grid), stats, jnp)
+
+
+def normalize_grid_numpy(
+    grid: Float[np.ndarray, "*B T H W 4"], stats: FlowStats
+) -> Float[np.ndarray, "*B T H W 4"]:
+    """:func:`normalize_grid` in numpy, for input pipelines that must not start JAX work."""
+    return _normalize(np.asarray(grid), stats, np)
 
 
 def denormalize_grid(
@@ -105,4 +113,4 @@ def denormalize_grid(
     return jnp.concatenate([xyz, vis], axis=-1)
 
 
-__all__ = ["FlowStats", "denormalize_grid", "normalize_grid"]
+__all__ = ["FlowStats", "denormalize_grid", "normalize_grid", "normalize_grid_numpy"]
