@@ -334,6 +334,23 @@ def _smoothness_jacobian(deltas, problem, base, weights, rotation_scale):
     return js.reshape((t1 - 1) * 6, t1 * 6)
 
 
+# The vmap axes of ``_step_residuals``'s arguments, in the order of ``_step_arguments``.
+_STEP_AXES = (0, 0, None, 0, 0, None, None)
+
+
+def _step_arguments(deltas, problem: TrajectoryProblem, base: jaxlie.SE3, weights) -> tuple:
+    """The arguments of ``_step_residuals`` for steps ``1 .. T-1``, batched as ``_STEP_AXES``."""
+    return (
+        deltas,
+        base.wxyz_xyz,
+        problem.keypoints_ee,
+        problem.targets[1:],
+        problem.visibility[1:],
+        weights,
+        problem.bounds,
+    )
+
+
 def trajectory_residuals(
     deltas: Float[Array, "T1 6"],
     problem: TrajectoryProblem,
@@ -349,14 +366,8 @@ def trajectory_residuals(
     frame: positions ``R_t^T (p_{t+1} - p_t)`` and rotations ``vee(R_t^T R_{t+1})`` (``sin`` of
     the step angle times its axis, the step's log for the small steps of a trajectory).
     """
-    steps = jax.vmap(_step_residuals, in_axes=(0, 0, None, 0, 0, None, None))(
-        deltas,
-        base.wxyz_xyz,
-        problem.keypoints_ee,
-        problem.targets[1:],
-        problem.visibility[1:],
-        weights,
-        problem.bounds,
+    steps = jax.vmap(_step_residuals, in_axes=_STEP_AXES)(
+        *_step_arguments(deltas, problem, base, weights)
     )
     smooth = _smoothness_residuals(deltas, problem, base, weights, rotation_scale)
     return jnp.concatenate([steps.ravel(), smooth])
@@ -373,14 +384,8 @@ def trajectory_jacobian(
     built from its structure: the step blocks are block-diagonal (one 6-column ``jacfwd`` per
     step instead of ``6 (T-1)`` dense ones), only the short smoothness block is dense."""
     t1 = deltas.shape[0]
-    blocks = jax.vmap(jax.jacfwd(_step_residuals), in_axes=(0, 0, None, 0, 0, None, None))(
-        deltas,
-        base.wxyz_xyz,
-        problem.keypoints_ee,
-        problem.targets[1:],
-        problem.visibility[1:],
-        weights,
-        problem.bounds,
+    blocks = jax.vmap(jax.jacfwd(_step_residuals), in_axes=_STEP_AXES)(
+        *_step_arguments(deltas, problem, base, weights)
     )  # [T-1, R_step, 6]
     rows = jnp.arange(t1)
     step_jac = (

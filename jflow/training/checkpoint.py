@@ -59,22 +59,19 @@ class Checkpointer:
         restored = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))
         return dict(restored["meta"])
 
-    def restore(self, step: int, state_template: dict, data_iterator) -> dict:
-        """Restore ``state`` shaped and sharded like ``state_template``, and the iterator.
+    def restore(self, step: int, state_template: dict, data_iterator=None) -> dict:
+        """Restore ``state`` shaped and sharded like ``state_template``, and the iterator
+        (when one is given: a model loaded for sampling needs none).
 
         Raises :class:`CheckpointError` listing every tensor whose shape differs, and every
         missing or unexpected one, when the checkpoint comes from another architecture.
         """
         abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, state_template)
         self._check_structure(step, abstract)
-        restored = self.manager.restore(
-            step,
-            args=ocp.args.Composite(
-                state=ocp.args.StandardRestore(abstract),
-                data=grain.checkpoint.CheckpointRestore(data_iterator),
-            ),
-        )
-        return restored["state"]
+        items = {"state": ocp.args.StandardRestore(abstract)}
+        if data_iterator is not None:
+            items["data"] = grain.checkpoint.CheckpointRestore(data_iterator)
+        return self.manager.restore(step, args=ocp.args.Composite(**items))["state"]
 
     def _check_structure(self, step: int, abstract: dict) -> None:
         metadata = self.manager.item_metadata(step)

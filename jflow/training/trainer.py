@@ -167,11 +167,7 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
     model = FlowUNet(model_config, rngs=nnx.Rngs(config.seed))
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     optimizer = make_optimizer(config)
-    state = {
-        "params": params,
-        "opt_state": optimizer.init(params),
-        "ema": jax.tree.map(jnp.copy, params),
-    }
+    state = initial_state(params, optimizer)
     shardings = state_shardings(mesh, state)
     state = jax.device_put(state, shardings)
     rest = jax.device_put(rest, replicated(mesh))
@@ -290,8 +286,17 @@ def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowMode
     path.write_text(json.dumps(current, indent=2))
 
 
+def initial_state(params, optimizer: optax.GradientTransformation) -> dict:
+    """The train state ``{"params", "opt_state", "ema"}`` at step 0 (EMA starts at the weights)."""
+    return {
+        "params": params,
+        "opt_state": optimizer.init(params),
+        "ema": jax.tree.map(jnp.copy, params),
+    }
+
+
 def load_trained_model(run_dir: str | Path, *, use_ema: bool = True):
-    """The trained model of a run folder (EMA weights by default) and its config."""
+    """The trained model of a run folder (EMA weights by default), its config and its step."""
     from jflow.models import FlowUNet
 
     run_dir = Path(run_dir)
@@ -300,29 +305,18 @@ def load_trained_model(run_dir: str | Path, *, use_ema: bool = True):
         raise DataError(f"{run_dir} is not a training run: config.json not found")
     saved = json.loads(path.read_text())
     model_config = FlowModelConfig.from_dict(saved["model"])
-    model = FlowUNet(model_config, rngs=nnx.Rngs(0))
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    train_config = saved["train"]
-    optimizer = make_optimizer(
-        TrainConfig(
-            data=Path(train_config["data"]),
-            steps=train_config["steps"],
-            learning_rate=train_config["learning_rate"],
-        )
+    train_config = TrainConfig(
+        **{**saved["train"], "data": Path(saved["train"]["data"]), "out": run_dir}
     )
-    template = {"params": params, "opt_state": optimizer.init(params), "ema": params}
+    graphdef, params, rest = nnx.split(FlowUNet(model_config, rngs=nnx.Rngs(0)), nnx.Param, ...)
     checkpointer = Checkpointer(run_dir)
-    step = checkpointer.latest_step()
-    if step is None:
-        raise DataError(f"{run_dir} has no checkpoint")
-    import orbax.checkpoint as ocp
-
-    restored = checkpointer.manager.restore(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(jax.tree.map(ocp.utils.to_shape_dtype_struct, template))
-        ),
-    )["state"]
-    checkpointer.close()
+    try:
+        step = checkpointer.latest_step()
+        if step is None:
+            raise DataError(f"{run_dir} has no checkpoint")
+        template = initial_state(params, make_optimizer(train_config))
+        restored = checkpointer.restore(step, template)
+    finally:
+        checkpointer.close()
     weights = restored["ema"] if use_ema else restored["params"]
     return nnx.merge(graphdef, weights, rest), model_config, step
