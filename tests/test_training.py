@@ -191,3 +191,14 @@ def test_load_trained_model_returns_the_ema_weights(single_device_run):
     assert Checkpointer(single_device_run).latest_step() == STEPS
     with pytest.raises(DataError, match="not a training run"):
         load_trained_model(single_device_run / "logs")
+
+
+def test_ema_decay_warms_up_to_its_maximum():
+    from jflow.training.trainer import ema_decay_at
+
+    decays = [float(ema_decay_at(0.999, s)) for s in (0, 10, 90, 1000, 20000)]
+    np.testing.assert_allclose(decays[:4], [0.1, 11 / 20, 0.91, 1001 / 1010], rtol=1e-6)
+    assert decays[4] == pytest.approx(0.999)
+    # What a fixed decay would leave of the initial weights after 1000 steps, and what is left now.
+    left = np.prod([1.0 - (1.0 - float(ema_decay_at(0.999, s))) for s in range(1000)])
+    assert 0.999**1000 > 0.3 and left < 1e-2

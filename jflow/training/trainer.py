@@ -20,6 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
+from jaxtyping import Array
 from tqdm.auto import tqdm
 
 from jflow.data.pipeline import PipelineConfig, make_dataset
@@ -62,6 +63,17 @@ def _tree_finite(tree) -> jax.Array:
     return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
+def ema_decay_at(max_decay: float, step) -> Array:
+    """EMA decay for the update after ``step`` optimizer steps: ``min(max_decay, (1+s)/(10+s))``.
+
+    The warm-up (TensorFlow's ``ExponentialMovingAverage`` with ``num_updates``) keeps a short
+    run's EMA from staying near the random initial weights: with a fixed 0.999, 1000 steps
+    would still carry ``0.999**1000 = 37%`` of the initialisation.
+    """
+    s = jnp.asarray(step, jnp.float32)
+    return jnp.minimum(jnp.float32(max_decay), (1.0 + s) / (10.0 + s))
+
+
 def make_train_step(graphdef, rest, optimizer, loss_fn, config: TrainConfig):
     """The pure train step ``(state, batch, step) -> (state, metrics)``.
 
@@ -84,7 +96,7 @@ def make_train_step(graphdef, rest, optimizer, loss_fn, config: TrainConfig):
         finite = jnp.isfinite(loss) & _tree_finite(grads)
         updates, opt_state = optimizer.update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
-        decay = config.ema_decay
+        decay = ema_decay_at(config.ema_decay, step)
         ema = jax.tree.map(lambda e, p: decay * e + (1.0 - decay) * p, state["ema"], params)
         new_state = jax.lax.cond(
             finite,
