@@ -128,3 +128,32 @@ def test_ddim_timesteps_validation():
     assert list(ddim_timesteps(100, 4)) == [99, 66, 33, 0]
     with pytest.raises(ConfigError):
         ddim_timesteps(100, 101)
+
+
+def test_displacement_target_round_trip_and_zero_first_frame():
+    from jflow.models.objectives import from_target_space, to_target_space
+
+    obj = ObjectiveConfig(target="displacement", displacement_scale=2.0)
+    x = to_target_space(X0, obj)
+    np.testing.assert_array_equal(np.asarray(x[:, 0, ..., :3]), 0.0)
+    np.testing.assert_allclose(
+        np.asarray(x[:, 3, ..., :3]),
+        2.0 * np.asarray(X0[:, 3, ..., :3] - X0[:, 0, ..., :3]),
+        rtol=1e-6,
+    )
+    np.testing.assert_array_equal(np.asarray(x[..., 3]), np.asarray(X0[..., 3]))
+    back = from_target_space(x, X0[:, 0], obj)
+    np.testing.assert_allclose(np.asarray(back), np.asarray(X0), atol=1e-6)
+    absolute = ObjectiveConfig(target="absolute")
+    assert to_target_space(X0, absolute) is X0
+
+
+def test_target_is_validated_and_old_configs_read_as_absolute():
+    with pytest.raises(ConfigError, match="diffusion target"):
+        ObjectiveConfig(target="velocity")
+    with pytest.raises(ConfigError, match="displacement_scale"):
+        ObjectiveConfig(displacement_scale=0.0)
+    old = ObjectiveConfig().to_dict()
+    del old["target"]
+    assert ObjectiveConfig.from_dict(old).target == "absolute"
+    assert ObjectiveConfig.from_dict(ObjectiveConfig().to_dict()).target == "displacement"

@@ -96,6 +96,7 @@ class ObservationEncoder(nnx.Module):
     def __init__(self, config: FlowModelConfig, out_dim: int, *, rngs: nnx.Rngs):
         self.size = config.obs_size
         self.depth_scale = config.obs_depth_scale
+        self.max_depth = config.obs_max_depth
         chans = config.obs_channels
         self.stem = Conv(4, chans[0], kernel_size=(3, 3), padding="SAME", rngs=rngs)
         convs, norms = [], []
@@ -118,7 +119,8 @@ class ObservationEncoder(nnx.Module):
         if rgb.dtype == jnp.uint8:
             rgb = rgb.astype(jnp.float32) / 255.0
         rgb = rgb.astype(jnp.float32) * 2.0 - 1.0
-        depth = depth.astype(jnp.float32)[..., None] / self.depth_scale
+        depth = jnp.clip(depth.astype(jnp.float32), 0.0, self.max_depth)[..., None]
+        depth = depth / self.depth_scale
         x = jnp.concatenate([rgb, depth], axis=-1)
         b = x.shape[0]
         if x.shape[1:3] != (self.size, self.size):

@@ -23,6 +23,7 @@ from jflow.errors import ConfigError, UnknownNameError
 OBJECTIVES = ("ddpm_eps", "ddpm_v", "flow_matching")
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "euler", "heun")
+TARGETS = ("displacement", "absolute")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -42,6 +43,15 @@ class ObjectiveConfig:
     text_drop_prob: float = 0.1
     """Probability that an example's instruction is dropped in training (classifier-free
     guidance)."""
+    target: str = "displacement"
+    """What the diffusion runs over. ``"displacement"``: the (u, v, depth) channels minus their
+    frame-0 values (the known initial points), times ``displacement_scale``, so frame 0 is zero
+    and the network spends its capacity on the motion; ``"absolute"``: the normalised grid as
+    is. Either way :func:`jflow.models.sample` returns the absolute normalised grid, and the
+    visibility channel is absolute."""
+    displacement_scale: float = 2.0
+    """Multiplies normalised displacements (kitchen data: RMS 0.2-0.7 per channel) towards unit
+    scale, as the noise has."""
     default_sampler: str = ""
     """Sampler used when ``sample(..., sampler=None)``; empty = ``"ddim"`` for DDPM objectives,
     ``"euler"`` for flow matching."""
@@ -61,6 +71,10 @@ class ObjectiveConfig:
             )
         if not 0 <= self.text_drop_prob < 1:
             raise ConfigError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+        if self.target not in TARGETS:
+            raise UnknownNameError("diffusion target", self.target, TARGETS)
+        if not self.displacement_scale > 0:
+            raise ConfigError(f"displacement_scale must be > 0, got {self.displacement_scale}")
         if self.default_sampler and self.default_sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.default_sampler, SAMPLERS)
         if self.default_steps < 0:
@@ -87,6 +101,9 @@ class ObjectiveConfig:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> ObjectiveConfig:
+        if isinstance(data, dict) and "target" not in data:
+            # Saved before the field existed: those models diffused the absolute grid.
+            data = {**data, "target": "absolute"}
         return _from_dict(ObjectiveConfig, data)
 
 
@@ -136,6 +153,9 @@ class FlowModelConfig:
     obs_channels: tuple[int, ...] = (16, 32, 32, 64)
     """Widths of the stride-2 convolutions of the observation encoder (tokens on an
     obs_size / 2**len side grid)."""
+    obs_max_depth: float = 5.0
+    """Depth beyond this (meters; the kitchen's background renders at the far plane, 333 m) is
+    clipped before the observation encoder."""
     obs_depth_scale: float = 1.0
     """Depth in meters is divided by this before the observation encoder."""
     point_freqs: int = 6
@@ -178,6 +198,8 @@ class FlowModelConfig:
             )
         if self.num_res_blocks < 1 or self.transformer_depth < 1 or self.motion_depth < 1:
             raise ConfigError("num_res_blocks, transformer_depth and motion_depth must be >= 1")
+        if not self.obs_max_depth > 0:
+            raise ConfigError(f"obs_max_depth must be > 0 meters, got {self.obs_max_depth}")
         if not self.obs_channels or self.obs_size % (2 ** len(self.obs_channels)):
             raise ConfigError(f"obs_size {self.obs_size} must be divisible by 2**len(obs_channels)")
         if not 0 <= self.dropout < 1:

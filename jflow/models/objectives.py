@@ -9,6 +9,9 @@ Conventions (``x0`` the clean normalised flow, ``eps ~ N(0, I)``):
   noise); the network gets ``t * N`` and predicts the velocity ``eps - x0``; sampling
   integrates ``dz/dt`` from t = 1 to 0.
 
+``x0`` is what ``ObjectiveConfig.target`` says (:func:`to_target_space`): by default the
+displacement from frame 0, scaled, so the known initial points are not re-generated.
+
 Noise schedules (``alphas_cumprod``):
 
 - linear: ``betas = linspace(beta_start, beta_end, N)``, ``a_t = prod_{s<=t} (1 - beta_s)``;
@@ -26,6 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from jaxtyping import Array, Float
 
 from jflow.errors import ShapeError
 from jflow.models.conditioning import Conditioning
@@ -110,6 +114,32 @@ def batch_tensors(batch: dict, text_encoder) -> dict:
     }
 
 
+def to_target_space(
+    flow: Float[Array, "B T h w C"], config: ObjectiveConfig
+) -> Float[Array, "B T h w C"]:
+    """The normalised grid flow -> what the diffusion runs over (``config.target``).
+
+    ``"displacement"``: channels (u, v, depth) become ``scale * (x_t - x_0)`` (frame 0 is
+    zero); visibility stays as it is.
+    """
+    if config.target == "absolute":
+        return flow
+    disp = (flow[..., :3] - flow[:, :1, ..., :3]) * config.displacement_scale
+    return jnp.concatenate([disp, flow[..., 3:]], axis=-1)
+
+
+def from_target_space(
+    x: Float[Array, "B T h w C"],
+    initial_points: Float[Array, "B h w C"],
+    config: ObjectiveConfig,
+) -> Float[Array, "B T h w C"]:
+    """Inverse of :func:`to_target_space` given frame 0 (``initial_points``, normalised)."""
+    if config.target == "absolute":
+        return x
+    xyz = initial_points[:, None, ..., :3] + x[..., :3] / config.displacement_scale
+    return jnp.concatenate([xyz, x[..., 3:]], axis=-1)
+
+
 def _bcast(v: jax.Array) -> jax.Array:
     return v[:, None, None, None, None]
 
@@ -124,7 +154,7 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
     """
     obj: ObjectiveConfig = model.config.objective
     cond = conditioning_from_tensors(batch)
-    x0 = jnp.asarray(batch["flow"], jnp.float32)
+    x0 = to_target_space(jnp.asarray(batch["flow"], jnp.float32), obj)
     b = x0.shape[0]
     k_t, k_eps, k_drop = jax.random.split(rng, 3)
     keep = jax.random.uniform(k_drop, (b,)) >= obj.text_drop_prob

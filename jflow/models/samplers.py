@@ -23,7 +23,12 @@ from flax import nnx
 from jflow.errors import ConfigError, ShapeError, UnknownNameError
 from jflow.models.conditioning import Conditioning
 from jflow.models.config import SAMPLERS
-from jflow.models.objectives import alphas_cumprod, predictions_from_output
+from jflow.models.objectives import (
+    alphas_cumprod,
+    from_target_space,
+    predictions_from_output,
+    to_target_space,
+)
 from jflow.models.unet import check_conditioning, check_finite
 
 ClampFn = Callable[[jax.Array], jax.Array]
@@ -163,7 +168,8 @@ def _sample_impl(
         )
         return cfg_combine(out[:n], out[n:], guidance_scale)
 
-    clamp_fn = clamp_first_frame(cond_r.initial_points) if clamp else _identity
+    first = to_target_space(cond_r.initial_points[:, None], obj)[:, 0]  # zeros + visibility
+    clamp_fn = clamp_first_frame(first) if clamp else _identity
     k_init, k_loop = jax.random.split(rng)
     shape = (n, cfg.num_frames, *cfg.grid_hw, cfg.flow_channels)
     x_T = jax.random.normal(k_init, shape, jnp.float32)
@@ -175,6 +181,7 @@ def _sample_impl(
         table = jnp.asarray(alphas_cumprod(obj), jnp.float32)
         ts = ddim_timesteps(obj.num_train_steps, steps)
         out = ddim_loop(net, x_T, table, ts, kind=obj.kind, eta=eta, rng=k_loop, clamp=clamp_fn)
+    out = from_target_space(out, cond_r.initial_points, obj)
     return out.reshape(b, num_samples, *shape[1:])
 
 

@@ -23,6 +23,8 @@ class TrainConfig:
     model: Literal["default", "tiny", "large"] = "default"
     """The architecture preset (docs/model.md)."""
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
+    target: Literal["displacement", "absolute"] = "displacement"
+    """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
     steps: int = 2000
     batch_size: int = 16
     """The global batch size (split over all devices and hosts)."""
@@ -76,7 +78,10 @@ class TrainConfig:
             "large": FlowModelConfig.large,
         }[self.model]()
         objective = dataclasses.replace(
-            preset.objective, kind=self.objective, text_drop_prob=self.text_dropout
+            preset.objective,
+            kind=self.objective,
+            target=self.target,
+            text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
             preset, num_frames=num_frames, grid_hw=tuple(grid_hw), objective=objective
