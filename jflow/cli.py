@@ -15,6 +15,7 @@ import tyro
 
 from jflow.data.kitchen_dataset import GenKitchenConfig
 from jflow.errors import ConfigError, JflowError
+from jflow.evaluation.config import EvalFlowConfig
 from jflow.planning.plan import PlanCommand
 from jflow.tracking.extract import ExtractConfig
 from jflow.training.config import TrainConfig
@@ -130,6 +131,16 @@ def run_train(config: TrainConfig) -> None:
     )
 
 
+def run_eval_flow(config: EvalFlowConfig) -> None:
+    from jflow.evaluation.config import REPORT_JSON, REPORT_MARKDOWN
+    from jflow.evaluation.flow_eval import evaluate_flow
+
+    evaluate_flow(config)
+    markdown = (config.out_dir / REPORT_MARKDOWN).read_text()
+    print(markdown.split("## Per task")[0].rstrip())
+    print(f"wrote {config.out_dir / REPORT_JSON} and {config.out_dir / REPORT_MARKDOWN}")
+
+
 def run_demo(command: Demo) -> None:
     from jflow.data.kitchen_dataset import generate_kitchen_dataset, summarize
     from jflow.data.shards import read_manifest
@@ -181,6 +192,7 @@ SUBCOMMANDS = {
     "dataset-info": DatasetInfo,
     "extract": Extract,
     "train": TrainConfig,
+    "eval-flow": EvalFlowConfig,
     "plan": PlanCommand,
     "demo": Demo,
 }
@@ -202,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             run_extract(command)
         elif isinstance(command, TrainConfig):
             run_train(command)
+        elif isinstance(command, EvalFlowConfig):
+            run_eval_flow(command)
         elif isinstance(command, PlanCommand):
             from jflow.planning.plan import run_plan
 
