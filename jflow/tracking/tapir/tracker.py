@@ -107,7 +107,8 @@ class TapirTracker:
     (height, width; multiples of 8), which is both the initialisation and the (single)
     refinement resolution, as in the reference demos. Queries are processed
     ``query_chunk_size`` at a time (the last chunk is padded, so one compilation serves
-    every chunk) and frames through the backbone ``frame_chunk_size`` at a time.
+    every chunk; fewer queries than a chunk are padded to the next power of two) and frames
+    through the backbone ``frame_chunk_size`` at a time.
 
     ``track`` returns the model's final output; ``occlusion`` is ``sigmoid(occlusion
     logit)``, ``uncertainty`` is ``sigmoid(expected-distance logit)`` and ``visible`` is
@@ -194,7 +195,9 @@ class TapirTracker:
             return TrackResult(np.zeros((0, t, 2), np.float32), np.zeros((0, t), bool), z, z)
         hires, lowres = self.feature_grids(video)
         q = self._to_model(queries, hw)
-        c = min(self.query_chunk_size, n)
+        # Fewer queries than a chunk: pad to the next power of two, so that videos with
+        # different numbers of queries share a few compilations (at most 2x padding).
+        c = min(self.query_chunk_size, 1 << (n - 1).bit_length())
         tracks, occs, expds = [], [], []
         for start in range(0, n, c):
             chunk = q[start : start + c]
