@@ -23,10 +23,11 @@ def test_metric_lifting_matches_unproject(bridge):
     rng = np.random.default_rng(0)
     tracks = rng.uniform(10, 246, (4, 30, 2)).astype(np.float32)
     visible = np.ones((4, 30), bool)
-    flow = lift_tracks(tracks, visible, depth, K)
+    # The depth-edge test is off here: this checks the arithmetic of sampling and unprojection.
+    flow = lift_tracks(tracks, visible, depth, K, max_depth_step=None)
     # Pixel centres: bilinear sampling returns the map's value exactly.
     centres = np.floor(tracks) + 0.5
-    flow_c = lift_tracks(centres, visible, depth, K)
+    flow_c = lift_tracks(centres, visible, depth, K, max_depth_step=None)
     rows, cols = centres[..., 1].astype(int), centres[..., 0].astype(int)
     z = depth[np.arange(4)[:, None], rows, cols]
     np.testing.assert_allclose(flow_c.depth, z, rtol=1e-6)

@@ -18,6 +18,9 @@ predicted visible and within ``d``; ``FN`` a visible point predicted occluded or
 ``d``; ``FP`` a point predicted visible that is occluded or farther than ``d``.
 ``occlusion_accuracy`` is the fraction of evaluated points whose occlusion is predicted right.
 ``average_jaccard`` and ``average_pts_within_thresh`` (<delta^x_avg) average over thresholds.
+``num_evaluated`` and ``num_visible`` count the evaluated point-frames and those visible in the
+ground truth. When the ground truth shows no evaluated point (all occluded), every
+``pts_within_*`` and ``jaccard_*`` is 0.0 by convention (never NaN): check ``num_visible``.
 """
 
 from __future__ import annotations
@@ -85,7 +88,9 @@ def tapvid_metrics(
     visible = ~gt_occ
     pred_visible = ~pred_occ
     metrics = {
-        "occlusion_accuracy": float(np.sum((pred_occ == gt_occ) & evaluate) / np.sum(evaluate))
+        "occlusion_accuracy": float(np.sum((pred_occ == gt_occ) & evaluate) / np.sum(evaluate)),
+        "num_evaluated": float(np.sum(evaluate)),
+        "num_visible": float(np.sum(visible & evaluate)),
     }
     dist2 = np.sum(np.square((np.nan_to_num(pred_tracks) - gt_tracks) * scale), axis=-1)
     gt_positives = np.sum(visible & evaluate)

@@ -67,25 +67,37 @@ class ExtractConfig:
     3DFlowAction code assumes for BridgeData). :func:`extract_from_file` keeps every
     ``frame_stride``-th frame, at most ``max_frames`` of them. ``intrinsics`` ``(fx, fy, cx, cy)`` and
     ``camera_pose`` (``world_from_camera`` as ``wxyz_xyz``) override what a file holds.
+    The detection settings (``detect_grid_hw`` ... ``refine_motion_ratio``) are those of
+    :func:`jflow.tracking.moving_object.detect_moving_object`, the ``lk_*`` ones those of
+    :class:`~jflow.tracking.lucas_kanade.LucasKanadeTracker`, ``median_window`` and
+    ``max_depth_step`` those of :func:`jflow.tracking.lifting.lift_tracks`.
     """
 
     grid_hw: tuple[int, int] = (16, 16)
-    detect_grid_hw: tuple[int, int] = (32, 32)
-    motion_threshold_px: float = 10.0
-    min_moving_points: int = 8
+    detect_grid_hw: tuple[int, int] = (48, 48)
+    motion_threshold_px: float = 2.0
+    noise_factor: float = 16.0
+    min_moving_points: int = 1
+    min_moving_fraction: float = 0.01
+    lone_cluster_share: float = 0.5
+    refine_stride_px: float = 2.0
+    refine_motion_ratio: float = 0.3
     gripper_dilation_px: int = 0
     mask_erosion_px: int = 2
     camera_motion: str = "none"
     depth_alignment: str = "scale_shift"
     median_window: int = 1
+    max_depth_step: float | None = 0.05
     fovy_deg: float = 55.0
     intrinsics: tuple[float, float, float, float] | None = None
     camera_pose: tuple[float, float, float, float, float, float, float] | None = None
     frame_stride: int = 1
     max_frames: int | None = None
-    lk_win_size: int = 31
+    lk_win_size: int = 7
     lk_max_level: int = 3
-    lk_fb_threshold_px: float = 1.0
+    lk_fb_threshold_px: float = 0.5
+    lk_min_ncc: float = 0.5
+    lk_neighbors: int = 8
     task_id: str = ""
 
     def validate(self) -> ExtractConfig:
@@ -107,6 +119,8 @@ class ExtractConfig:
             )
         if self.median_window < 1 or self.median_window % 2 == 0:
             raise ConfigError(f"median_window must be an odd number >= 1, got {self.median_window}")
+        if self.max_depth_step is not None and not self.max_depth_step > 0:
+            raise ConfigError(f"max_depth_step must be > 0 or None, got {self.max_depth_step}")
         return self
 
     def make_tracker(self) -> LucasKanadeTracker:
@@ -114,6 +128,8 @@ class ExtractConfig:
             win_size=self.lk_win_size,
             max_level=self.lk_max_level,
             fb_threshold_px=self.lk_fb_threshold_px,
+            min_ncc=self.lk_min_ncc,
+            neighbors=self.lk_neighbors,
         )
 
 
@@ -275,9 +291,14 @@ def extract_flow(
             gripper_mask=gripper,
             grid_hw=config.detect_grid_hw,
             motion_threshold_px=config.motion_threshold_px,
+            noise_factor=config.noise_factor,
             min_moving_points=config.min_moving_points,
+            min_moving_fraction=config.min_moving_fraction,
+            lone_cluster_share=config.lone_cluster_share,
             camera_model=config.camera_motion,
             gripper_dilation_px=config.gripper_dilation_px,
+            refine_stride_px=config.refine_stride_px,
+            refine_motion_ratio=config.refine_motion_ratio,
         )
         box = detection.box_xyxy
         if not (box[2] > box[0] and box[3] > box[1]):
@@ -311,7 +332,9 @@ def extract_flow(
             raise ShapeError(
                 f"intrinsics are for {intrinsics.width}x{intrinsics.height} images, the video is {w}x{h}"
             )
-        lifted = lift_tracks(raw, visible, metric, intrinsics, config.median_window)
+        lifted = lift_tracks(
+            raw, visible, metric, intrinsics, config.median_window, config.max_depth_step
+        )
         flow = dataclasses.replace(lifted, tracks=tracks).numpy()
         pose = jaxlie.SE3.identity() if camera_pose is None else camera_pose
         if camera_pose is not None:

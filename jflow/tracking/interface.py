@@ -51,8 +51,10 @@ class PointTracker(Protocol):
 def check_track_inputs(video: np.ndarray, queries: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Validate a tracker's inputs and return them as ``uint8`` video and ``float32`` queries.
 
-    Raises :class:`ShapeError` naming the problem: wrong rank, channel count, dtype, a query
-    frame outside ``[0, T)`` or a query point outside the image.
+    Raises :class:`ShapeError` naming the problem: wrong rank, channel count, dtype, a video
+    without frames or pixels, a query frame outside ``[0, T)`` or a query point outside the
+    image. No queries (``[0, 3]``) is valid: trackers return empty ``[0, T, ...]`` results. A
+    single frame is valid: each track is its query point.
     """
     video = np.asarray(video)
     queries = np.asarray(queries)
@@ -60,6 +62,8 @@ def check_track_inputs(video: np.ndarray, queries: np.ndarray) -> tuple[np.ndarr
         raise ShapeError(f"video must be [T, H, W, 3], got shape {video.shape}")
     if video.dtype != np.uint8:
         raise ShapeError(f"video must be uint8 RGB, got dtype {video.dtype}")
+    if video.shape[0] == 0 or video.shape[1] == 0 or video.shape[2] == 0:
+        raise ShapeError(f"the video is empty: shape {video.shape} (no frames or no pixels)")
     if queries.ndim != 2 or queries.shape[-1] != 3:
         raise ShapeError(f"queries must be [N, 3] as (t, y, x), got shape {queries.shape}")
     if not np.all(np.isfinite(queries)):
