@@ -169,7 +169,12 @@ def test_eval_flow_end_to_end_writes_json_and_markdown(run, data, text_encoder, 
     assert saved["num_episodes"] == report["num_episodes"] == 2
     assert saved["checkpoint_step"] == 2 and saved["train_data"] == str(data["train"])
     assert set(saved["methods"]) == {
-        "model_raw", "model_anchored", "zero_motion", "mean_flow", "nearest_neighbour"
+        "model_raw",
+        "model_anchored",
+        "model_sample_mean",
+        "zero_motion",
+        "mean_flow",
+        "nearest_neighbour",
     }  # fmt: skip
     for title in ("flow model (raw)", "zero motion", "mean training flow", "nearest training"):
         assert title in markdown
@@ -185,6 +190,8 @@ def test_eval_flow_end_to_end_writes_json_and_markdown(run, data, text_encoder, 
     assert anchored["ade"] == pytest.approx(raw["ade"], abs=1e-5)
     assert saved["headline"] == "model_raw"
     assert methods["model_raw"]["best_of_samples"]["ade"] <= raw["ade"]
+    # The point-wise mean of the samples is never further than the samples on average (convexity).
+    assert methods["model_sample_mean"]["overall"]["ade"] <= anchored["ade"] + 1e-9
     # Direction: 2 paired episodes x 2 samples for the model, one prediction each for baselines.
     assert methods["model_raw"]["direction"]["total"] == 4
     assert methods["zero_motion"]["direction"]["fraction"] == 0.0

@@ -157,3 +157,20 @@ def test_target_is_validated_and_old_configs_read_as_absolute():
     del old["target"]
     assert ObjectiveConfig.from_dict(old).target == "absolute"
     assert ObjectiveConfig.from_dict(ObjectiveConfig().to_dict()).target == "displacement"
+
+
+@pytest.mark.parametrize("method", ["euler", "heun"])
+def test_sample_prediction_oracle_transports_x0(method):
+    from jflow.models.objectives import flow_velocity
+
+    obj = ObjectiveConfig(flow_prediction="sample")
+    z1 = jax.random.normal(jax.random.key(5), X0.shape)
+    out = fast_jit(
+        lambda z: flow_loop(lambda zz, t: flow_velocity(X0, zz, t, obj), z, 4, method=method)
+    )(z1)
+    np.testing.assert_allclose(np.asarray(out), np.asarray(X0), atol=1e-4)
+    with pytest.raises(ConfigError, match="flow-matching prediction"):
+        ObjectiveConfig(flow_prediction="noise")
+    old = ObjectiveConfig().to_dict()
+    del old["flow_prediction"]
+    assert ObjectiveConfig.from_dict(old).flow_prediction == "velocity"

@@ -47,7 +47,10 @@ from jflow.evaluation.direction import (
 from jflow.flow.normalization import FlowStats
 from jflow.metrics.flow3d import flow_errors
 
-MODEL_METHODS = ("model_raw", "model_anchored")
+MODEL_METHODS = ("model_raw", "model_anchored", "model_sample_mean")
+"""Per sample (raw, anchored: mean of the per-sample errors) and the point-wise mean of the
+anchored samples (one prediction: the samples' average motion, which trades the samples'
+diversity for a lower expected error)."""
 BASELINES = ("zero_motion", "mean_flow", "nearest_neighbour")
 METHODS = (*MODEL_METHODS, *BASELINES)
 HEADLINE_MARGIN = 1e-6
@@ -164,7 +167,7 @@ def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any
     from jflow.flow.normalization import normalize_grid_numpy
     from jflow.models import FAST_COMPILE, Conditioning, sample
     from jflow.models.config import FlowModelConfig
-    from jflow.training.trainer import load_trained_model
+    from jflow.training.trainer import load_trained_model, run_text_encoder
 
     config = config.validate()
     started = time.perf_counter()
@@ -195,11 +198,7 @@ def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any
     if not clips:
         raise DataError(f"no held-out episode of {config.data} can be evaluated: {skipped}")
 
-    text = text_encoder
-    if text is None:
-        from jflow.models.text_encoder import TextEncoder
-
-        text = TextEncoder()
+    text = text_encoder if text_encoder is not None else run_text_encoder(config.run)
     mean_flow = MeanFlowBaseline(train)
     nearest = NearestNeighbourBaseline(
         train,
@@ -304,7 +303,12 @@ def _episode_row(
     gt_motion = float(np.linalg.norm(mean_displacement(clip.points, mask)))
     has_direction = clip.task_id in paired and gt_motion >= min_motion
     methods: dict[str, dict[str, Any]] = {}
-    for name, preds in (("model_raw", raw), ("model_anchored", anchored)):
+    sample_mean = anchored.mean(axis=0, keepdims=True)
+    for name, preds in (
+        ("model_raw", raw),
+        ("model_anchored", anchored),
+        ("model_sample_mean", sample_mean),
+    ):
         errs = [_errors(p, clip) for p in preds]
         methods[name] = {
             "ade": float(np.mean([e[0] for e in errs])),

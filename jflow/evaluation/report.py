@@ -14,6 +14,7 @@ from jflow.evaluation.config import REPORT_JSON, REPORT_MARKDOWN
 METHOD_TITLES = {
     "model_raw": "flow model (raw)",
     "model_anchored": "flow model (anchored)",
+    "model_sample_mean": "flow model (mean of the samples)",
     "zero_motion": "zero motion",
     "mean_flow": "mean training flow of the task",
     "nearest_neighbour": "nearest training clip",
@@ -34,7 +35,7 @@ def method_order(report: dict[str, Any]) -> list[str]:
     """The headline model reading first, then the other, then the baselines."""
     headline = report["headline"]
     other = "model_raw" if headline == "model_anchored" else "model_anchored"
-    return [headline, other, "zero_motion", "mean_flow", "nearest_neighbour"]
+    return [headline, other, "model_sample_mean", "zero_motion", "mean_flow", "nearest_neighbour"]
 
 
 def format_markdown(report: dict[str, Any]) -> str:

@@ -24,6 +24,7 @@ OBJECTIVES = ("ddpm_eps", "ddpm_v", "flow_matching")
 SCHEDULES = ("linear", "cosine")
 SAMPLERS = ("ddim", "ddpm", "euler", "heun")
 TARGETS = ("displacement", "absolute")
+FLOW_PREDICTIONS = ("sample", "velocity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,11 @@ class ObjectiveConfig:
     text_drop_prob: float = 0.1
     """Probability that an example's instruction is dropped in training (classifier-free
     guidance)."""
+    flow_prediction: str = "sample"
+    """Flow matching only: the network outputs the clean flow ``x0`` (``"sample"``; the
+    velocity is ``(z_t - x0_hat) / t``) or the velocity ``eps - x0`` (``"velocity"``). Sample
+    prediction makes the pure-noise step a regression onto the conditional mean, which a small
+    network learns in a CPU budget; velocity prediction asks it to reproduce the noise."""
     target: str = "displacement"
     """What the diffusion runs over. ``"displacement"``: the (u, v, depth) channels minus their
     frame-0 values (the known initial points), times ``displacement_scale``, so frame 0 is zero
@@ -71,6 +77,10 @@ class ObjectiveConfig:
             )
         if not 0 <= self.text_drop_prob < 1:
             raise ConfigError(f"text_drop_prob must be in [0, 1), got {self.text_drop_prob}")
+        if self.flow_prediction not in FLOW_PREDICTIONS:
+            raise UnknownNameError(
+                "flow-matching prediction", self.flow_prediction, FLOW_PREDICTIONS
+            )
         if self.target not in TARGETS:
             raise UnknownNameError("diffusion target", self.target, TARGETS)
         if not self.displacement_scale > 0:
@@ -104,6 +114,8 @@ class ObjectiveConfig:
         if isinstance(data, dict) and "target" not in data:
             # Saved before the field existed: those models diffused the absolute grid.
             data = {**data, "target": "absolute"}
+        if isinstance(data, dict) and "flow_prediction" not in data:
+            data = {**data, "flow_prediction": "velocity"}  # the only kind before the field
         return _from_dict(ObjectiveConfig, data)
 
 

@@ -6,8 +6,9 @@ Conventions (``x0`` the clean normalised flow, ``eps ~ N(0, I)``):
   ``a_t = alphas_cumprod[t]``; the network gets ``t`` and predicts ``eps`` (``"ddpm_eps"``) or
   ``v = sqrt(a_t) eps - sqrt(1 - a_t) x0`` (``"ddpm_v"``).
 - Flow matching (rectified flow): ``t ~ U(0, 1)``, ``z_t = (1 - t) x0 + t eps`` (t = 1 is pure
-  noise); the network gets ``t * N`` and predicts the velocity ``eps - x0``; sampling
-  integrates ``dz/dt`` from t = 1 to 0.
+  noise); the network gets ``t * N`` and predicts the clean sample ``x0``
+  (``flow_prediction="sample"``, the default; velocity ``(z_t - x0_hat) / t``) or the velocity
+  ``eps - x0`` (``"velocity"``); sampling integrates ``dz/dt`` from t = 1 to 0.
 
 ``x0`` is what ``ObjectiveConfig.target`` says (:func:`to_target_space`): by default the
 displacement from frame 0, scaled, so the known initial points are not re-generated.
@@ -140,6 +141,19 @@ def from_target_space(
     return jnp.concatenate([xyz, x[..., 3:]], axis=-1)
 
 
+def flow_velocity(
+    output: jax.Array, z: jax.Array, t: jax.Array, config: ObjectiveConfig
+) -> jax.Array:
+    """The rectified-flow velocity ``dz/dt`` from a network output at ``z_t`` (``t [B]``).
+
+    ``"sample"`` prediction: ``(z - x0_hat) / t`` (t is kept above 1e-4; samplers never
+    evaluate at t = 0); ``"velocity"``: the output itself.
+    """
+    if config.flow_prediction == "velocity":
+        return output
+    return (z - output) / _bcast(jnp.maximum(t, 1e-4))
+
+
 def _bcast(v: jax.Array) -> jax.Array:
     return v[:, None, None, None, None]
 
@@ -164,7 +178,7 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
     if obj.kind == "flow_matching":
         t = jax.random.uniform(k_t, (b,))
         xt = (1 - _bcast(t)) * x0 + _bcast(t) * eps
-        target = eps - x0
+        target = x0 if obj.flow_prediction == "sample" else eps - x0
         t_in = t * n
     else:
         table = jnp.asarray(alphas_cumprod(obj), jnp.float32)

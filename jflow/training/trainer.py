@@ -10,6 +10,7 @@ draws exactly what the uninterrupted run would have.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -134,12 +135,6 @@ def check_batch(batch: dict, model_config: FlowModelConfig, step: int) -> None:
             )
 
 
-def default_text_encoder():
-    from jflow.models.text_encoder import TextEncoder
-
-    return TextEncoder()
-
-
 def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, Any]:
     """Train (or resume) a run; returns a summary (final step, last loss, steps per second)."""
     from jflow.data.shards import read_manifest
@@ -153,7 +148,10 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
         raise DataError(
             f"{config.data}/manifest.json lacks {', '.join(missing)}: not a flow dataset"
         )
-    model_config = config.model_config(int(manifest["frames"]), tuple(manifest["grid"]))
+    text = text_encoder or config.make_text_encoder()
+    model_config = dataclasses.replace(
+        config.model_config(int(manifest["frames"]), tuple(manifest["grid"])), text_dim=text.dim
+    )
     loss_fn = loss_fn or model_loss
     run_dir = Path(config.out)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -173,7 +171,6 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
         shard_count=process_count,
     )
     data_iter = iter(make_dataset(config.data, pipeline))
-    text = text_encoder or default_text_encoder()
     text.encode([t for task in manifest["tasks"] for t in task["instructions"]])  # Warm the cache.
 
     model = FlowUNet(model_config, rngs=nnx.Rngs(config.seed))
@@ -332,3 +329,16 @@ def load_trained_model(run_dir: str | Path, *, use_ema: bool = True):
         checkpointer.close()
     weights = restored["ema"] if use_ema else restored["params"]
     return nnx.merge(graphdef, weights, rest), model_config, step
+
+
+def run_text_encoder(run_dir: str | Path):
+    """The frozen text encoder a run folder was trained with (from its config.json)."""
+    path = Path(run_dir) / "config.json"
+    if not path.is_file():
+        raise DataError(f"{run_dir} is not a training run: config.json not found")
+    saved = json.loads(path.read_text())["train"]
+    kind = saved.get("text_encoder", "minilm")
+    folder = saved.get("text_encoder_path")
+    from jflow.models.text_encoder import TextEncoder
+
+    return TextEncoder(kind, folder)
