@@ -125,6 +125,7 @@ def test_plan_actions_end_to_end_and_outputs(tmp_path):
         grasps=_candidates(grasp),
         ik_config=IK,
         trajectory_config=TrajectoryConfig(num_keypoints=12),
+        joint_space=False,  # per-step IK here; the joint-space path: test_planning_joint.py
     )
     assert result.ok, result.reason
     assert float(result.keypoint_error.mean()) < 0.005

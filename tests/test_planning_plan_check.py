@@ -101,7 +101,7 @@ def test_rule_verifier_rejects_impossible_flows_with_reasons():
     cases = {
         "through the table": _shifted(flow, [0.0, 0.0, -0.8]),
         "leaves the workspace": _shifted(flow, [3.0, 0.0, 0.0]),
-        "outside": dataclasses.replace(
+        "static flow": dataclasses.replace(
             flow, points=np.broadcast_to(flow.points[:1], flow.points.shape)
         ),
     }

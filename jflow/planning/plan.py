@@ -2,15 +2,18 @@
 
 Steps (3DFlowAction section 4): check the flow (fit, render, verify, resample), choose a grasp
 the arm reaches before, during and after the motion, optimise the end-effector trajectory that
-carries the object along the flow, and solve IK for the joint trajectory. Writes
+carries the object along the flow, and optimise the joint trajectory through MJX kinematics
+(or solve IK per step). Writes
 ``plan.npz`` (``ee_poses`` [T, 7] wxyz_xyz world_from_ee, ``joint_trajectory`` [T, 7] rad,
-``joint_reachable`` [T], ``keypoint_error`` [T] m, ``grasp_pose`` [4, 4]), ``plan.json`` (a summary
+``joint_reachable`` [T], ``keypoint_error`` [T] m, ``grasp_pose`` [4, 4], and for the
+joint-space optimiser ``joint_keypoint_error`` [T] m and ``joint_limit_margin`` [T] rad),
+``plan.json`` (a summary
 and the reason when no plan exists) and ``plan.png`` (current view with the planned gripper path
 and the flow's keypoints, beside the predicted final view).
 
 The lead wires the CLI: ``PlanCommand`` is the frozen config, ``run_plan(command)`` the function.
 Process settings: ``run_plan`` calls :func:`jflow.runtime.configure_for_planning` before JAX
-starts (MJX and jaxopt need XLA's CPU fusion emitters off).
+starts (MJX and the least-squares solves need XLA's CPU fusion emitters off).
 """
 
 from __future__ import annotations
@@ -36,6 +39,13 @@ class PlanCommand:
     num_keypoints: int = 16
     num_grasps: int = 32
     max_attempts: int = 3
+    joint_space: bool = True
+    """Optimise the joint trajectory through MJX kinematics (smooth, within the joint limits;
+    the first call compiles for a few tens of seconds) instead of solving IK per step."""
+
+
+JOINT_TOLERANCE = 0.01
+"""A joint-space solution reaches a step when its keypoints are this close to the flow (m)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,8 +57,16 @@ class PlanResult:
     ee_poses: np.ndarray | None = None
     """``[T, 7]`` wxyz_xyz world_from_ee."""
     joint_trajectory: np.ndarray | None = None
+    """``[T, 7]`` arm joint angles (rad)."""
     joint_reachable: np.ndarray | None = None
+    """``[T]``: the joint trajectory reaches the step (IK within tolerance, or the joint-space
+    solution carries the keypoints within ``JOINT_TOLERANCE`` inside the joint limits)."""
     keypoint_error: np.ndarray | None = None
+    """``[T]`` mean keypoint error (m) of the SE(3) trajectory."""
+    joint_keypoint_error: np.ndarray | None = None
+    """``[T]`` mean keypoint error (m) of the joint trajectory's forward kinematics."""
+    joint_limit_margin: np.ndarray | None = None
+    """``[T]`` smallest distance (rad) of any joint to its limit."""
     grasp_pose: np.ndarray | None = None
     predicted_image: np.ndarray | None = None
 
@@ -64,13 +82,19 @@ def plan_actions(
     verifier=None,
     ik_config=None,
     num_grasps: int = 32,
+    joint_space: bool = True,
+    joint_config=None,
 ) -> PlanResult:
     """Check, grasp, optimise (module docs). ``flows`` is a sequence of ObjectFlow samples or a
     sampler ``attempt -> flows``; ``grasps`` a :class:`GraspCandidates` (else antipodal grasps
     from the observation's depth and object mask, or head-on surface grasps when the view shows
     no opposing surfaces). Problems that make a plan impossible (all
     flows rejected, no reachable grasp, a static flow) come back as ``ok = False`` with the
-    reason."""
+    reason.
+
+    The joint trajectory: with ``joint_space`` the joint-space optimiser
+    (:mod:`jflow.planning.joint_trajectory`, ``joint_config``) starts from the IK solution of
+    the chosen grasp; otherwise IK solves each step of the SE(3) trajectory on its own."""
     import jax.numpy as jnp
     import jaxlie
 
@@ -119,24 +143,46 @@ def plan_actions(
         grasp_pose = np.asarray(grasps.poses[best])
         start = jaxlie.SE3.from_matrix(jnp.asarray(grasp_pose, jnp.float32))
         traj = optimize_trajectory(flow, start, trajectory_config)
+        joint_error = limit_margin = None
+        if joint_space:
+            from jflow.planning.joint_trajectory import (
+                JointTrajectoryConfig,
+                optimize_joint_trajectory,
+            )
+
+            joint_config = joint_config or JointTrajectoryConfig(
+                num_keypoints=trajectory_config.num_keypoints,
+                workspace=trajectory_config.workspace,
+            )
+            q_start = np.asarray(reach.ik.qpos[best, 0])  # the arm holding the grasp at frame 0
+            joint = optimize_joint_trajectory(flow, q_start, joint_config)
+            qpos = np.asarray(joint.qpos)
+            joint_error = np.asarray(joint.keypoint_error)
+            limit_margin = np.asarray(joint.limit_margin)
+            reached = (joint_error < JOINT_TOLERANCE) & (limit_margin >= 0)
+            miss = "the joint trajectory is off the flow by more than 1 cm at"
+        else:
+            ik = checker(traj.ee_poses)
+            qpos, reached = np.asarray(ik.qpos), np.asarray(ik.reachable)
+            miss = "IK misses"
     except GeometryError as err:
         return PlanResult(False, str(err), predicted_image=predicted)
-    ik = checker(traj.ee_poses)
-    reached = np.asarray(ik.reachable)
     reason = (
         "plan found"
         if reached.all()
-        else f"plan found; IK misses {int((~reached).sum())} of {reached.size} steps"
+        else f"plan found; {miss} {int((~reached).sum())} of {reached.size} steps"
     )
     return PlanResult(
         ok=True,
         reason=reason,
         ee_poses=np.asarray(traj.ee_poses.wxyz_xyz),
-        joint_trajectory=np.asarray(ik.qpos),
+        joint_trajectory=qpos,
         joint_reachable=reached,
         keypoint_error=np.asarray(traj.keypoint_error),
         grasp_pose=grasp_pose,
         predicted_image=predicted,
+        joint_keypoint_error=joint_error,
+        joint_limit_margin=limit_margin,
     )
 
 
@@ -173,14 +219,23 @@ def write_plan(result: PlanResult, out: Path, observation=None) -> list[Path]:
                 mean_keypoint_error_m=float(np.mean(result.keypoint_error)),
                 joint_steps_reachable=int(np.sum(result.joint_reachable)),
             )
-            np.savez(
-                out / "plan.npz",
+            arrays = dict(
                 ee_poses=result.ee_poses,
                 joint_trajectory=result.joint_trajectory,
                 joint_reachable=result.joint_reachable,
                 keypoint_error=result.keypoint_error,
                 grasp_pose=result.grasp_pose,
             )
+            if result.joint_keypoint_error is not None:
+                summary.update(
+                    joint_mean_keypoint_error_m=float(np.mean(result.joint_keypoint_error)),
+                    joint_min_limit_margin_rad=float(np.min(result.joint_limit_margin)),
+                )
+                arrays.update(
+                    joint_keypoint_error=result.joint_keypoint_error,
+                    joint_limit_margin=result.joint_limit_margin,
+                )
+            np.savez(out / "plan.npz", **arrays)
             paths.append(out / "plan.npz")
         (out / "plan.json").write_text(json.dumps(summary, indent=2) + "\n")
         if observation is not None:
@@ -219,10 +274,19 @@ def run_plan(command: PlanCommand) -> PlanResult:
         trajectory_config=TrajectoryConfig(num_keypoints=command.num_keypoints),
         check_config=PlanCheckConfig(max_attempts=command.max_attempts),
         num_grasps=command.num_grasps,
+        joint_space=command.joint_space,
     )
     write_plan(result, command.out, observation)
     print(f"{'plan' if result.ok else 'no plan'}: {result.reason} -> {command.out}")
     return result
 
 
-__all__ = ["PlanCommand", "PlanResult", "draw_plan", "plan_actions", "run_plan", "write_plan"]
+__all__ = [
+    "JOINT_TOLERANCE",
+    "PlanCommand",
+    "PlanResult",
+    "draw_plan",
+    "plan_actions",
+    "run_plan",
+    "write_plan",
+]

@@ -2,8 +2,9 @@
 
 3DFlowAction (section 4.2) keeps the grasps whose poses before, during and after the motion
 the arm can reach, checking each with a call to an IK solver. Here every candidate pose is solved
-in one jitted, vmapped call over MJX forward kinematics (``mjx.kinematics``) and the geometric Jacobian from the joint axes
-and anchors it computes.
+in one jitted, vmapped call over MJX forward kinematics of the arm-only model
+(:class:`jflow.robots.kinematics.PandaKinematics`) and the geometric Jacobian from the joint
+axes and anchors it computes.
 
 The solver, per target pose ``(p*, R*)`` of the ``end_effector`` site (world frame):
 
@@ -37,6 +38,7 @@ from jaxtyping import Array, Bool, Float
 
 from jflow.errors import ConfigError, ShapeError
 from jflow.robots import panda
+from jflow.robots.kinematics import dls_step, panda_kinematics, pose_error
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,41 +90,6 @@ def seed_configurations(config: IKConfig) -> np.ndarray:
     return np.concatenate([panda.HOME_QPOS[None], extra], axis=0).astype(np.float32)
 
 
-def _rotation_log(m: Float[Array, "3 3"]) -> Float[Array, " 3"]:
-    """Axis-angle of a rotation matrix: ``theta / (2 sin theta) * vee(m - m^T)``.
-
-    Cheap and smooth away from ``theta = pi`` (where the axis is ill-defined from the skew part;
-    the step then still reduces the error). Series near 0."""
-    v = jnp.stack([m[2, 1] - m[1, 2], m[0, 2] - m[2, 0], m[1, 0] - m[0, 1]])
-    cos = jnp.clip((jnp.trace(m) - 1.0) / 2.0, -1.0, 1.0)
-    theta = jnp.arccos(cos)
-    sin = jnp.sin(theta)
-    small = theta < 1e-3
-    factor = jnp.where(
-        small, 0.5 + theta**2 / 12.0, theta / (2.0 * jnp.where(small, 1.0, jnp.maximum(sin, 1e-6)))
-    )
-    return factor * v
-
-
-def _solve_spd6(a: Float[Array, "6 6"], b: Float[Array, " 6"]) -> Float[Array, " 6"]:
-    """Solve ``a x = b`` for a small symmetric positive definite ``a`` by an unrolled Cholesky
-    factorisation (elementwise ops, which batch far better on CPU than LAPACK calls)."""
-    n = a.shape[0]
-    low = [[None] * n for _ in range(n)]
-    for j in range(n):
-        d = a[j, j] - sum(low[j][k] ** 2 for k in range(j))
-        low[j][j] = jnp.sqrt(jnp.maximum(d, 1e-12))
-        for i in range(j + 1, n):
-            low[i][j] = (a[i, j] - sum(low[i][k] * low[j][k] for k in range(j))) / low[j][j]
-    y = [None] * n
-    for i in range(n):
-        y[i] = (b[i] - sum(low[i][k] * y[k] for k in range(i))) / low[i][i]
-    x = [None] * n
-    for i in reversed(range(n)):
-        x[i] = (y[i] - sum(low[k][i] * x[k] for k in range(i + 1, n))) / low[i][i]
-    return jnp.stack(x)
-
-
 class PandaReachability:
     """Batched Panda IK on MJX: ``checker(poses) -> IKResult`` for ``world_from_ee`` poses.
 
@@ -133,65 +100,44 @@ class PandaReachability:
     def __init__(self, config: IKConfig = IKConfig()):
         """Prefer :func:`panda_reachability`, which shares one instance (and its compiled
         solves) per config."""
-        import mujoco
-        from mujoco import mjx
-
         self.config = config
-        self.mj_model = panda.load_panda_model()
-        self.mjx_model = mjx.put_model(self.mj_model)
-        # One template Data, reused by every FK call (make_data inside the loop is costly).
-        self._data0 = mjx.make_data(self.mjx_model)
-        self.site_id = int(
-            mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_SITE, panda.EE_SITE)
-        )
-        self.site_body = int(self.mj_model.site_bodyid[self.site_id])
-        self.qpos_idx = jnp.asarray(panda.arm_qpos_indices(self.mj_model))
-        self.jnt_idx = jnp.asarray([self.mj_model.joint(n).id for n in panda.ARM_JOINTS])
+        self.kinematics = panda_kinematics()
+        self.mj_model = self.kinematics.mj_model
+        self.mjx_model = self.kinematics.mjx_model
         self.seeds = jnp.asarray(seed_configurations(config))
         self._solve = jax.jit(jax.vmap(self._solve_one, in_axes=(None, 0, 0)))
-        self._fk = jax.jit(jax.vmap(self.forward, in_axes=(None, 0)))
+        self._fk = jax.jit(jax.vmap(self._site_pose, in_axes=(None, 0)))
 
-    def forward(self, model, q: Float[Array, " 7"]):
-        """Site position ``[3]``, rotation ``[3, 3]`` and the 6x7 Jacobian (world frame)."""
-        from mujoco import mjx
-
-        data = self._data0.replace(qpos=self._data0.qpos.at[self.qpos_idx].set(q))
-        data = mjx.kinematics(model, data)
-        pos = data.site_xpos[self.site_id]
-        rot = data.site_xmat[self.site_id].reshape(3, 3)
-        # The geometric Jacobian of a revolute chain from the joints' world axes and anchors
-        # (what mjx.jac computes, without com_pos and the generic joint-type code).
-        axis = data.xaxis[self.jnt_idx]
-        anchor = data.xanchor[self.jnt_idx]
-        jacp = jnp.cross(axis, pos[None] - anchor)
-        jac = jnp.concatenate([jacp.T, axis.T], axis=0)
-        return pos, rot, jac
+    def _site_pose(self, model, q):
+        state = self.kinematics.forward(q, model)
+        return state.position, state.rotation
 
     def _solve_one(self, model, target_pos, target_rot) -> IKResult:
-        cfg = self.config
-        lo, hi = (
-            jnp.asarray(panda.JOINT_LOWER, jnp.float32),
-            jnp.asarray(panda.JOINT_UPPER, jnp.float32),
-        )
-        w = jnp.array(
-            [1.0, 1.0, 1.0, cfg.rotation_weight, cfg.rotation_weight, cfg.rotation_weight]
-        )
+        cfg, kin = self.config, self.kinematics
 
-        def step(_, q):
-            pos, rot, jac = self.forward(model, q)
-            err = jnp.concatenate([target_pos - pos, _rotation_log(target_rot @ rot.T)]) * w
-            jw = jac * w[:, None]
-            dq = jw.T @ _solve_spd6(jw @ jw.T + cfg.damping**2 * jnp.eye(6), err)
-            norm = jnp.linalg.norm(dq)
-            dq = dq * jnp.minimum(1.0, cfg.max_step / jnp.maximum(norm, 1e-12))
-            return jnp.clip(q + dq, lo, hi)
+        def step(i, carry):
+            # iterations + 1 passes through one forward kinematics: the last only measures the
+            # error (one copy of MJX kinematics in the compiled program, not two).
+            q, _, _ = carry
+            state = kin.forward(q, model)
+            dp, dr = pose_error(state, target_pos, target_rot)
+            q_next = dls_step(
+                state,
+                q,
+                target_pos,
+                target_rot,
+                damping=cfg.damping,
+                max_step=cfg.max_step,
+                rotation_weight=cfg.rotation_weight,
+                lower=kin.lower,
+                upper=kin.upper,
+            )
+            q = jnp.where(i < cfg.iterations, q_next, q)
+            return q, jnp.linalg.norm(dp), jnp.linalg.norm(dr)
 
         def from_seed(q0):
-            q = jax.lax.fori_loop(0, cfg.iterations, step, q0)
-            pos, rot, _ = self.forward(model, q)
-            perr = jnp.linalg.norm(target_pos - pos)
-            rerr = jnp.linalg.norm(_rotation_log(target_rot @ rot.T))
-            return q, perr, rerr
+            init = (q0, jnp.zeros((), q0.dtype), jnp.zeros((), q0.dtype))
+            return jax.lax.fori_loop(0, cfg.iterations + 1, step, init)
 
         qs, perr, rerr = jax.vmap(from_seed)(self.seeds)
         score = perr + cfg.rotation_weight * rerr
@@ -222,7 +168,7 @@ class PandaReachability:
 
     def forward_kinematics(self, qpos: Float[Array, "B 7"]) -> jaxlie.SE3:
         """``world_from_ee`` of the site for a batch of arm configurations."""
-        pos, rot, _ = self._fk(self.mjx_model, jnp.asarray(qpos, jnp.float32))
+        pos, rot = self._fk(self.mjx_model, jnp.asarray(qpos, jnp.float32))
         return jaxlie.SE3.from_rotation_and_translation(jaxlie.SO3.from_matrix(rot), pos)
 
 
@@ -247,20 +193,29 @@ def _np_rotation_log(m: np.ndarray) -> np.ndarray:
 
 
 def mujoco_reference_ik(
-    target_pos: np.ndarray, target_rot: np.ndarray, config: IKConfig = IKConfig(), model=None
+    target_pos: np.ndarray,
+    target_rot: np.ndarray,
+    config: IKConfig = IKConfig(),
+    model=None,
+    *,
+    early_exit: bool = False,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """The same IK, one candidate at a time, through MuJoCo's C API (the benchmark baseline).
 
     Args:
         target_pos: ``[B, 3]`` site positions (world, m).
         target_rot: ``[B, 3, 3]`` site rotations.
+        early_exit: stop a seed's iterations as soon as the pose is within the tolerances, and
+            a candidate's seeds at the first one that reaches it (what a per-call IK loop does
+            when it need not mirror a batched one step for step). Decisions are the same;
+            solutions differ slightly (fewer steps).
 
     Returns:
         ``(qpos [B, 7], position_error [B], rotation_error [B], reachable [B])``.
     """
     import mujoco
 
-    model = panda.load_panda_model() if model is None else model
+    model = panda.load_arm_model() if model is None else model
     data = mujoco.MjData(model)
     site = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, panda.EE_SITE)
     qadr, dadr = panda.arm_qpos_indices(model), panda.arm_dof_indices(model)
@@ -283,12 +238,15 @@ def mujoco_reference_ik(
             q = q0.copy()
             for _ in range(config.iterations):
                 pos, rot = fk(q)
+                dp, dr = target_pos[i] - pos, _np_rotation_log(target_rot[i] @ rot.T)
+                if early_exit and (
+                    np.linalg.norm(dp) < config.position_tolerance
+                    and np.linalg.norm(dr) < config.rotation_tolerance
+                ):
+                    break
                 mujoco.mj_jacSite(model, data, jacp, jacr, site)
                 jac = np.concatenate([jacp[:, dadr], jacr[:, dadr]]) * w[:, None]
-                err = (
-                    np.concatenate([target_pos[i] - pos, _np_rotation_log(target_rot[i] @ rot.T)])
-                    * w
-                )
+                err = np.concatenate([dp, dr]) * w
                 dq = jac.T @ np.linalg.solve(jac @ jac.T + eye, err)
                 norm = np.linalg.norm(dq)
                 dq *= min(1.0, config.max_step / max(norm, 1e-12))
@@ -299,6 +257,8 @@ def mujoco_reference_ik(
             score = perr + config.rotation_weight * rerr
             if best is None or score < best[0]:
                 best = (score, q, perr, rerr)
+            if early_exit and perr < config.position_tolerance and rerr < config.rotation_tolerance:
+                break
         _, out_q[i], out_p[i], out_r[i] = best
     reachable = (out_p < config.position_tolerance) & (out_r < config.rotation_tolerance)
     return out_q, out_p, out_r, reachable

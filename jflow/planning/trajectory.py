@@ -9,18 +9,24 @@ object, held rigidly, follows the flow. With ``k_i`` the keypoints in the grippe
 * task (weight ``w_f``): ``sqrt(w_f v_ti / n) (P_t k_i - x_i(t))`` with ``v`` the visibility and
   ``n`` the number of keypoints, so the cost is ``w_f/2`` times the per-frame mean squared error
   (in m^2) summed over frames;
-* smoothness (``w_s``): the second difference of the poses in the tangent space,
-  ``log(P_t^{-1} P_{t+1}) - log(P_{t-1}^{-1} P_t)``, its rotation part scaled by
-  ``rotation_scale`` meters per radian;
+* smoothness (``w_s``): the second difference of the per-step motion in the gripper frame,
+  ``v_t = [R_t^T (p_{t+1} - p_t), s vee(R_t^T R_{t+1})]`` (``vee`` of the skew part: ``sin`` of
+  the step angle times its axis), ``v_t - v_{t-1}``, rotations scaled by ``s = rotation_scale``
+  meters per radian;
 * reachability (``w_r``): how far each position lies outside the workspace box and outside the
   arm's reach sphere (zero inside: hinge residuals).
 
 Default weights are Dream2Flow's (section 4.5): task 10, smoothness 1, reachability 100.
 Poses are updated around base poses ``B_t`` (the per-frame rigid fits of the flow, or the grasp
 held still): ``p_t = p_B + d_t``, ``R_t = R_B exp([w_t]_x)``, a local tangent-space chart of SE(3)
-(translation and rotation separately, which keeps the compiled program small). The solve is jittable and vmappable
-(:func:`batched_trajectory_solver`) and differentiable with respect to the flow and the weights by
-implicit differentiation (:mod:`jflow.planning.solver`).
+(translation and rotation separately, which keeps the compiled program small).
+
+The solver gets the Gauss-Newton normal equations from the structure
+(:func:`trajectory_normal_equations`): the task and reachability blocks of step ``t`` depend on
+``d_t`` only and have closed-form Jacobians (``d(R k)/dw = -R [k]_x J_r(w)`` with ``J_r`` the
+right Jacobian of SO(3)), so ``J^T J`` is block diagonal plus the banded smoothness part. The
+solve is jittable and vmappable (:func:`batched_trajectory_solver`) and differentiable with
+respect to the flow and the weights by implicit differentiation (:mod:`jflow.planning.solver`).
 """
 
 from __future__ import annotations
@@ -40,7 +46,7 @@ from jflow.flow.records import ObjectFlow
 from jflow.geometry.rigid import rigid_fit
 from jflow.geometry.sampling import farthest_point_sampling
 from jflow.geometry.transforms import transform_points
-from jflow.planning.solver import SolverConfig, make_solver
+from jflow.planning.solver import NormalEquations, SolverConfig, make_solver
 from jflow.planning.workspace import Workspace
 
 
@@ -207,43 +213,67 @@ def base_poses(problem: TrajectoryProblem, init: str) -> jaxlie.SE3:
     return jaxlie.SE3(jnp.where(fits.valid[:, None], moved.wxyz_xyz, hold))
 
 
-def rotation_exp(omega: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
-    """Rodrigues' formula ``exp([omega]_x)`` with a series near 0 (finite gradients at 0)."""
-    th2 = jnp.sum(omega * omega, axis=-1)[..., None, None]
-    zero = jnp.zeros_like(omega[..., 0])
-    k = jnp.stack(
+def skew(v: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+    """``[v]_x``: the matrix with ``[v]_x u = v x u``."""
+    zero = jnp.zeros_like(v[..., 0])
+    return jnp.stack(
         [
-            jnp.stack([zero, -omega[..., 2], omega[..., 1]], -1),
-            jnp.stack([omega[..., 2], zero, -omega[..., 0]], -1),
-            jnp.stack([-omega[..., 1], omega[..., 0], zero], -1),
+            jnp.stack([zero, -v[..., 2], v[..., 1]], -1),
+            jnp.stack([v[..., 2], zero, -v[..., 0]], -1),
+            jnp.stack([-v[..., 1], v[..., 0], zero], -1),
         ],
         -2,
     )
+
+
+def _series_coefficients(omega):
+    """``(th^2, sin(th)/th, (1-cos th)/th^2, (th-sin th)/th^3)`` with series near 0."""
+    th2 = jnp.sum(omega * omega, axis=-1)[..., None, None]
     small = th2 < 1e-6
     safe = jnp.where(small, 1.0, th2)
     th = jnp.sqrt(safe)
     a = jnp.where(small, 1.0 - th2 / 6.0, jnp.sin(th) / th)
     b = jnp.where(small, 0.5 - th2 / 24.0, (1.0 - jnp.cos(th)) / safe)
+    c = jnp.where(small, 1.0 / 6.0 - th2 / 120.0, (th - jnp.sin(th)) / (safe * th))
+    return a, b, c
+
+
+def rotation_exp(omega: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+    """Rodrigues' formula ``exp([omega]_x)`` with a series near 0 (finite gradients at 0)."""
+    k = skew(omega)
+    a, b, _ = _series_coefficients(omega)
     return jnp.eye(3, dtype=omega.dtype) + a * k + b * (k @ k)
+
+
+def right_jacobian(omega: Float[Array, "*batch 3"]) -> Float[Array, "*batch 3 3"]:
+    """The right Jacobian of SO(3): ``R exp(omega + d) = R exp(omega) exp([J_r(omega) d]_x)``
+    to first order, ``J_r = I - (1 - cos th)/th^2 [omega]_x + (th - sin th)/th^3 [omega]_x^2``."""
+    k = skew(omega)
+    _, b, c = _series_coefficients(omega)
+    return jnp.eye(3, dtype=omega.dtype) - b * k + c * (k @ k)
 
 
 def _pose_arrays(
     base: jaxlie.SE3, deltas: Float[Array, "T1 6"], start: jaxlie.SE3
-) -> tuple[Float[Array, "T 3 3"], Float[Array, "T 3"]]:
-    """Rotations and positions of ``[P_0, B_t (+) d_t]``: ``p = p_B + d[:3]``,
-    ``R = R_B exp(d[3:])`` (the update the solver's variables parametrise)."""
-    rot = base.rotation().as_matrix() @ rotation_exp(deltas[:, 3:])
+) -> tuple[Float[Array, "T 3 3"], Float[Array, "T 3"], Float[Array, "T 3 3"]]:
+    """Rotations, positions and rotation right-Jacobians of ``[P_0, B_t (+) d_t]``:
+    ``p = p_B + d[:3]``, ``R = R_B exp(d[3:])`` (the update the solver's variables parametrise).
+    Pose 0 (the grasp) is fixed; its right-Jacobian is the identity and unused."""
+    w = deltas[:, 3:]
+    rot = base.rotation().as_matrix() @ rotation_exp(w)
     pos = base.translation() + deltas[:, :3]
+    jr = right_jacobian(w)
     rot = jnp.concatenate([start.rotation().as_matrix()[None], rot], axis=0)
     pos = jnp.concatenate([start.translation()[None], pos], axis=0)
-    return rot, pos
+    jr = jnp.concatenate([jnp.eye(3, dtype=jr.dtype)[None], jr], axis=0)
+    return rot, pos, jr
 
 
 def poses_from_deltas(
     base: jaxlie.SE3, deltas: Float[Array, "T1 6"], start: jaxlie.SE3
 ) -> jaxlie.SE3:
     """All ``T`` poses ``[P_0, B_1 (+) d_1, ...]`` from the solver's variables."""
-    rot, pos = _pose_arrays(base, deltas, start)
+    rot, pos, _ = _pose_arrays(base, deltas, start)
     return jaxlie.SE3.from_rotation_and_translation(jaxlie.SO3.from_matrix(rot), pos)
 
 
@@ -254,101 +284,125 @@ def _vee_skew(m: Float[Array, "*batch 3 3"]) -> Float[Array, "*batch 3"]:
     )
 
 
-def _step_residuals(
-    delta: Float[Array, " 6"],
-    base_wxyz_xyz: Float[Array, " 7"],
+def _step_linearization(
+    rot: Float[Array, "3 3"],
+    pos: Float[Array, " 3"],
+    jr: Float[Array, "3 3"],
     keypoints_ee: Float[Array, "N 3"],
     target: Float[Array, "N 3"],
     visibility: Float[Array, " N"],
     weights: CostWeights,
     bounds: WorkspaceBounds,
-) -> Float[Array, " R"]:
-    """Task and reachability residuals of one step ``t >= 1`` (they depend on ``P_t`` only)."""
-    base = jaxlie.SE3(base_wxyz_xyz)
-    rot = base.rotation().as_matrix() @ rotation_exp(delta[3:])
-    pos = base.translation() + delta[:3]
+) -> tuple[Float[Array, " R"], Float[Array, "R 6"]]:
+    """Task and reachability residuals of one step ``t >= 1`` (they depend on ``P_t`` only) and
+    their Jacobian with respect to the step's variables ``d_t = (dp, w)``.
+
+    With ``R = R_B exp(w)``: ``d(R k)/dw = -R [k]_x J_r(w)`` and ``d(R k + p)/d dp = I``."""
     n = keypoints_ee.shape[0]
     moved = keypoints_ee @ rot.T + pos
-    task = jnp.sqrt(weights.task * visibility / n)[:, None] * (moved - target)
-    dist = jnp.sqrt(jnp.sum((pos - bounds.reach_center) ** 2) + 1e-12)
-    reach = jnp.concatenate(
+    scale = jnp.sqrt(weights.task * visibility / n)
+    task = scale[:, None] * (moved - target)
+    d_rot = -(rot @ skew(keypoints_ee)) @ jr  # [N, 3, 3]
+    eye = jnp.broadcast_to(jnp.eye(3, dtype=pos.dtype), d_rot.shape)
+    task_jac = scale[:, None, None] * jnp.concatenate([eye, d_rot], axis=-1)  # [N, 3, 6]
+    offset = pos - bounds.reach_center
+    dist = jnp.sqrt(jnp.sum(offset**2) + 1e-12)
+    sr = jnp.sqrt(weights.reachability)
+    reach = sr * jnp.concatenate(
         [
             jax.nn.relu(bounds.lower - pos),
             jax.nn.relu(pos - bounds.upper),
             jax.nn.relu(dist - bounds.max_reach)[None],
         ]
-    ) * jnp.sqrt(weights.reachability)
-    return jnp.concatenate([task.ravel(), reach])
-
-
-def _step_velocity(
-    delta_a: Float[Array, " 6"],
-    delta_b: Float[Array, " 6"],
-    base_a: Float[Array, " 7"],
-    base_b: Float[Array, " 7"],
-    rotation_scale: float,
-) -> Float[Array, " 6"]:
-    """The motion from pose a to pose b in a's frame: ``[R_a^T (p_b - p_a), s vee(R_a^T R_b)]``."""
-    ba, bb = jaxlie.SE3(base_a), jaxlie.SE3(base_b)
-    ra = ba.rotation().as_matrix() @ rotation_exp(delta_a[3:])
-    rb = bb.rotation().as_matrix() @ rotation_exp(delta_b[3:])
-    pa = ba.translation() + delta_a[:3]
-    pb = bb.translation() + delta_b[:3]
-    return jnp.concatenate([ra.T @ (pb - pa), rotation_scale * _vee_skew(ra.T @ rb)])
-
-
-def _all_poses(deltas, problem, base):
-    """Deltas and base poses of all T poses (pose 0: the grasp, delta fixed at 0)."""
-    d = jnp.concatenate([jnp.zeros((1, 6), deltas.dtype), deltas], axis=0)
-    b = jnp.concatenate([problem.ee_start.wxyz_xyz[None], base.wxyz_xyz], axis=0)
-    return d, b
-
-
-def _smoothness_residuals(
-    deltas: Float[Array, "T1 6"],
-    problem: TrajectoryProblem,
-    base: jaxlie.SE3,
-    weights: CostWeights,
-    rotation_scale: float,
-) -> Float[Array, " S"]:
-    d, b = _all_poses(deltas, problem, base)
-    vel = jax.vmap(_step_velocity, in_axes=(0, 0, 0, 0, None))(
-        d[:-1], d[1:], b[:-1], b[1:], rotation_scale
     )
-    return (jnp.sqrt(weights.smoothness) * (vel[1:] - vel[:-1])).ravel()
+    reach_dp = sr * jnp.concatenate(
+        [
+            -jnp.diag((bounds.lower - pos > 0).astype(pos.dtype)),
+            jnp.diag((pos - bounds.upper > 0).astype(pos.dtype)),
+            ((dist - bounds.max_reach > 0) * offset / dist)[None],
+        ]
+    )
+    reach_jac = jnp.concatenate([reach_dp, jnp.zeros_like(reach_dp)], axis=-1)  # [7, 6]
+    residual = jnp.concatenate([task.ravel(), reach])
+    jac = jnp.concatenate([task_jac.reshape(3 * n, 6), reach_jac], axis=0)
+    return residual, jac
 
 
-def _smoothness_jacobian(deltas, problem, base, weights, rotation_scale):
-    """Banded Jacobian of :func:`_smoothness_residuals`: each step velocity depends on two
-    neighbouring poses, so 2 six-column ``jacfwd`` per step instead of ``6 (T-1)`` dense ones."""
-    t1 = deltas.shape[0]
-    d, b = _all_poses(deltas, problem, base)
-    ja, jb = jax.vmap(jax.jacfwd(_step_velocity, argnums=(0, 1)), in_axes=(0, 0, 0, 0, None))(
-        d[:-1], d[1:], b[:-1], b[1:], rotation_scale
-    )  # [T-1, 6, 6] each: velocity t w.r.t. pose t and pose t+1 (variable t-1 and t)
-    rows = jnp.arange(t1)
-    jv = jnp.zeros((t1, 6, t1, 6), deltas.dtype)
-    jv = jv.at[rows, :, rows, :].set(jb)
-    jv = jv.at[rows[1:], :, rows[1:] - 1, :].set(ja[1:])  # pose 0 is fixed: ja[0] unused
-    js = jnp.sqrt(weights.smoothness) * (jv[1:] - jv[:-1])
-    return js.reshape((t1 - 1) * 6, t1 * 6)
+def _velocities(rot, pos, rotation_scale: float) -> Float[Array, "T1 6"]:
+    """The motion from pose t to t+1 in t's frame: ``[R_t^T (p_{t+1} - p_t), s vee(R_t^T
+    R_{t+1})]`` for ``t = 0 .. T-2``."""
+    ra, rb = rot[:-1], rot[1:]
+    rel = jnp.swapaxes(ra, -1, -2)
+    v_pos = jnp.einsum("tij,tj->ti", rel, pos[1:] - pos[:-1])
+    v_rot = rotation_scale * _vee_skew(rel @ rb)
+    return jnp.concatenate([v_pos, v_rot], axis=-1)
 
 
-# The vmap axes of ``_step_residuals``'s arguments, in the order of ``_step_arguments``.
-_STEP_AXES = (0, 0, None, 0, 0, None, None)
+def _velocity_jacobians(rot, pos, jr, rotation_scale: float):
+    """``d v_t / d d_t`` and ``d v_t / d d_{t+1}`` (``[T-1, 6, 6]`` each) of :func:`_velocities`.
+
+    With right perturbations ``R_a exp(phi_a)``, ``R_b exp(phi_b)`` (``phi = J_r(w) dw``),
+    ``M = R_a^T R_b`` and ``u = p_b - p_a``: ``d(R_a^T u)/d phi_a = [R_a^T u]_x``,
+    ``d vee_skew(M)/d phi_a = -(tr(M) I - M)/2`` and ``d vee_skew(M)/d phi_b = (tr(M) I - M^T)/2``.
+    """
+    ra, rb = rot[:-1], rot[1:]
+    rat = jnp.swapaxes(ra, -1, -2)
+    m = rat @ rb
+    v_pos = jnp.einsum("tij,tj->ti", rat, pos[1:] - pos[:-1])
+    tr = jnp.trace(m, axis1=-2, axis2=-1)[:, None, None]
+    eye = jnp.eye(3, dtype=pos.dtype)
+    s = rotation_scale
+    zero = jnp.zeros_like(m)
+    ja = jnp.concatenate(
+        [
+            jnp.concatenate([-rat, skew(v_pos) @ jr[:-1]], axis=-1),
+            jnp.concatenate([zero, -0.5 * s * (tr * eye - m) @ jr[:-1]], axis=-1),
+        ],
+        axis=-2,
+    )
+    jb = jnp.concatenate(
+        [
+            jnp.concatenate([rat, zero], axis=-1),
+            jnp.concatenate([zero, 0.5 * s * (tr * eye - jnp.swapaxes(m, -1, -2)) @ jr[1:]], -1),
+        ],
+        axis=-2,
+    )
+    return ja, jb
 
 
-def _step_arguments(deltas, problem: TrajectoryProblem, base: jaxlie.SE3, weights) -> tuple:
-    """The arguments of ``_step_residuals`` for steps ``1 .. T-1``, batched as ``_STEP_AXES``."""
-    return (
-        deltas,
-        base.wxyz_xyz,
+# The vmap axes of ``_step_linearization``'s arguments after (rot, pos, jr).
+_STEP_AXES = (0, 0, 0, None, 0, 0, None, None)
+
+
+def _linearize(deltas, problem: TrajectoryProblem, base, weights, rotation_scale):
+    """Step residuals ``[T-1, R_s]`` with their Jacobian blocks ``[T-1, R_s, 6]``, and the
+    smoothness residuals ``[T-2, 6]`` with their banded Jacobian ``[T-2, 3, 6, 6]``: residual
+    ``i`` (``s v_{i+1} - s v_i``) depends on variables ``i-1, i, i+1`` (:func:`_band_indices`;
+    for ``i = 0`` the first is the fixed grasp and its block is zero)."""
+    rot, pos, jr = _pose_arrays(base, deltas, problem.ee_start)
+    r_step, j_step = jax.vmap(_step_linearization, in_axes=_STEP_AXES)(
+        rot[1:],
+        pos[1:],
+        jr[1:],
         problem.keypoints_ee,
         problem.targets[1:],
         problem.visibility[1:],
         weights,
         problem.bounds,
     )
+    sw = jnp.sqrt(weights.smoothness)
+    vel = _velocities(rot, pos, rotation_scale)
+    r_smooth = sw * (vel[1:] - vel[:-1])
+    # Velocity t joins poses t (ja[t]) and t+1 (jb[t]); pose p is variable p-1.
+    ja, jb = _velocity_jacobians(rot, pos, jr, rotation_scale)
+    band = sw * jnp.stack([-ja[:-1], ja[1:] - jb[:-1], jb[1:]], axis=1)
+    band = band.at[0, 0].set(0.0)
+    return r_step, j_step, r_smooth, band
+
+
+def _band_indices(t1: int) -> Array:
+    """``[T-2, 3]`` variable index of each smoothness block (clamped at 0: that block is 0)."""
+    return jnp.maximum(jnp.arange(t1 - 1)[:, None] + jnp.arange(3)[None, :] - 1, 0)
 
 
 def trajectory_residuals(
@@ -366,11 +420,25 @@ def trajectory_residuals(
     frame: positions ``R_t^T (p_{t+1} - p_t)`` and rotations ``vee(R_t^T R_{t+1})`` (``sin`` of
     the step angle times its axis, the step's log for the small steps of a trajectory).
     """
-    steps = jax.vmap(_step_residuals, in_axes=_STEP_AXES)(
-        *_step_arguments(deltas, problem, base, weights)
+    rot, pos, _ = _pose_arrays(base, deltas, problem.ee_start)
+    n = problem.keypoints_ee.shape[0]
+    moved = jnp.einsum("nj,tij->tni", problem.keypoints_ee, rot[1:]) + pos[1:, None]
+    scale = jnp.sqrt(weights.task * problem.visibility[1:] / n)
+    task = scale[..., None] * (moved - problem.targets[1:])
+    b = problem.bounds
+    dist = jnp.sqrt(jnp.sum((pos[1:] - b.reach_center) ** 2, axis=-1) + 1e-12)
+    reach = jnp.sqrt(weights.reachability) * jnp.concatenate(
+        [
+            jax.nn.relu(b.lower - pos[1:]),
+            jax.nn.relu(pos[1:] - b.upper),
+            jax.nn.relu(dist - b.max_reach)[:, None],
+        ],
+        axis=-1,
     )
-    smooth = _smoothness_residuals(deltas, problem, base, weights, rotation_scale)
-    return jnp.concatenate([steps.ravel(), smooth])
+    steps = jnp.concatenate([task.reshape(task.shape[0], -1), reach], axis=-1)
+    vel = _velocities(rot, pos, rotation_scale)
+    smooth = jnp.sqrt(weights.smoothness) * (vel[1:] - vel[:-1])
+    return jnp.concatenate([steps.ravel(), smooth.ravel()])
 
 
 def trajectory_jacobian(
@@ -380,20 +448,45 @@ def trajectory_jacobian(
     weights: CostWeights,
     rotation_scale: float,
 ) -> Float[Array, "R T1x6"]:
-    """The Jacobian of :func:`trajectory_residuals` with respect to the flattened ``deltas``,
-    built from its structure: the step blocks are block-diagonal (one 6-column ``jacfwd`` per
-    step instead of ``6 (T-1)`` dense ones), only the short smoothness block is dense."""
-    t1 = deltas.shape[0]
-    blocks = jax.vmap(jax.jacfwd(_step_residuals), in_axes=_STEP_AXES)(
-        *_step_arguments(deltas, problem, base, weights)
-    )  # [T-1, R_step, 6]
+    """The dense Jacobian of :func:`trajectory_residuals` with respect to the flattened
+    ``deltas``, from the analytic blocks (the solver uses :func:`trajectory_normal_equations`,
+    which never forms it; this is the reference the tests compare with ``jax.jacfwd``)."""
+    _, j_step, _, band = _linearize(deltas, problem, base, weights, rotation_scale)
+    t1, rs = j_step.shape[:2]
     rows = jnp.arange(t1)
-    step_jac = (
-        jnp.zeros((t1, blocks.shape[1], t1, 6), blocks.dtype).at[rows, :, rows, :].set(blocks)
+    step_jac = jnp.zeros((t1, rs, t1, 6), j_step.dtype).at[rows, :, rows, :].set(j_step)
+    smooth_rows = jnp.broadcast_to(jnp.arange(t1 - 1)[:, None], (t1 - 1, 3))
+    smooth_jac = (
+        jnp.zeros((t1 - 1, 6, t1, 6), band.dtype).at[smooth_rows, :, _band_indices(t1), :].add(band)
     )
-    step_jac = step_jac.reshape(t1 * blocks.shape[1], t1 * 6)
-    smooth_jac = _smoothness_jacobian(deltas, problem, base, weights, rotation_scale)
-    return jnp.concatenate([step_jac, smooth_jac], axis=0)
+    return jnp.concatenate(
+        [step_jac.reshape(t1 * rs, t1 * 6), smooth_jac.reshape(-1, t1 * 6)], axis=0
+    )
+
+
+def trajectory_normal_equations(
+    deltas: Float[Array, "T1 6"],
+    problem: TrajectoryProblem,
+    base: jaxlie.SE3,
+    weights: CostWeights,
+    rotation_scale: float,
+) -> NormalEquations:
+    """``J^T J`` ``[6(T-1), 6(T-1)]``, ``J^T r`` and the cost of :func:`trajectory_residuals`,
+    from the structure: the step blocks give a block-diagonal ``J^T J`` (6x6 per step), each
+    smoothness residual adds the 3x3 products of its three 6x6 blocks (a band of width 5
+    blocks); no dense ``J`` is formed."""
+    r_step, j_step, r_smooth, band = _linearize(deltas, problem, base, weights, rotation_scale)
+    t1 = deltas.shape[0]
+    rows = jnp.arange(t1)
+    idx = _band_indices(t1)
+    jtj = jnp.zeros((t1, 6, t1, 6), j_step.dtype)
+    jtj = jtj.at[rows, :, rows, :].set(jnp.einsum("tri,trj->tij", j_step, j_step))
+    pairs = jnp.einsum("tari,tbrj->tabij", band, band)  # [T-2, 3, 3, 6, 6]
+    jtj = jtj.at[idx[:, :, None], :, idx[:, None, :], :].add(pairs)
+    jtr = jnp.einsum("tri,tr->ti", j_step, r_step)
+    jtr = jtr.at[idx].add(jnp.einsum("tari,tr->tai", band, r_smooth))
+    cost = 0.5 * (jnp.sum(r_step**2) + jnp.sum(r_smooth**2))
+    return NormalEquations(jtj.reshape(t1 * 6, t1 * 6), jtr.ravel(), cost)
 
 
 def solve_trajectory(
@@ -414,11 +507,11 @@ def solve_trajectory(
     def residual(deltas, prob, w):
         return trajectory_residuals(deltas, prob, base, w, config.rotation_scale)
 
-    def jacobian(deltas, prob, w):
-        return trajectory_jacobian(deltas, prob, base, w, config.rotation_scale)
+    def normal(deltas, prob, w):
+        return trajectory_normal_equations(deltas, prob, base, w, config.rotation_scale)
 
     out = solve(
-        residual, jnp.zeros((t - 1, 6), problem.targets.dtype), problem, weights, jac_fn=jacobian
+        residual, jnp.zeros((t - 1, 6), problem.targets.dtype), problem, weights, normal_fn=normal
     )
     poses = poses_from_deltas(base, out.params, problem.ee_start)
     return TrajectoryResult(
@@ -478,8 +571,11 @@ __all__ = [
     "optimize_trajectory",
     "poses_from_deltas",
     "rotation_exp",
+    "right_jacobian",
     "select_keypoints",
+    "skew",
     "solve_trajectory",
     "trajectory_jacobian",
+    "trajectory_normal_equations",
     "trajectory_residuals",
 ]

@@ -12,9 +12,10 @@ from a :class:`PlanProposal` to a :class:`Verdict` (accepted, reason, the number
 * the object leaves the workspace box or goes through the table: more than
   ``max_outside_fraction`` of the visible point positions (all frames) lie outside the box or
   below ``table_height - table_margin``;
-* the motion is implausible for the task: the largest point displacement (first -> last) is
-  outside ``[min_motion, max_motion]``, or outside the range of the first ``task_motion`` entry
-  whose keyword occurs in the instruction;
+* the flow is static: the largest point displacement (first -> last) is below ``min_motion``;
+* the motion is implausible for the task: the largest point displacement is above
+  ``max_motion``, or outside the range of the first ``task_motion`` entry whose keyword occurs
+  in the instruction;
 * several flows were sampled and this one disagrees with them: the median distance between its
   final points and the median final points of the other samples exceeds ``max_disagreement``.
 
@@ -147,6 +148,13 @@ class RuleVerifier:
             )
         motion = float(np.max(np.linalg.norm(pts[-1][both] - pts[0][both], axis=-1)))
         m["motion"] = motion
+        if motion < cfg.min_motion:
+            return Verdict(
+                False,
+                f"static flow: the largest point displacement is {motion:.4f} m "
+                f"(< {cfg.min_motion} m); nothing to plan",
+                m,
+            )
         lo_m, hi_m, why = cfg.min_motion, cfg.max_motion, "any task"
         text = proposal.instruction.lower()
         for word, a, b in cfg.task_motion:

@@ -88,6 +88,9 @@ class ExtractConfig:
     depth_alignment: str = "scale_shift"
     median_window: int = 1
     max_depth_step: float | None = 0.05
+    max_depth_m: float | None = None
+    """Depth beyond this range (meters) counts as no measurement (a renderer's far plane, a
+    sensor's maximum range); ``None`` keeps every finite positive depth."""
     fovy_deg: float = 55.0
     intrinsics: tuple[float, float, float, float] | None = None
     camera_pose: tuple[float, float, float, float, float, float, float] | None = None
@@ -119,6 +122,8 @@ class ExtractConfig:
             )
         if self.median_window < 1 or self.median_window % 2 == 0:
             raise ConfigError(f"median_window must be an odd number >= 1, got {self.median_window}")
+        if self.max_depth_m is not None and not self.max_depth_m > 0:
+            raise ConfigError(f"max_depth_m must be > 0 or None, got {self.max_depth_m}")
         if self.max_depth_step is not None and not self.max_depth_step > 0:
             raise ConfigError(f"max_depth_step must be > 0 or None, got {self.max_depth_step}")
         return self
@@ -333,7 +338,13 @@ def extract_flow(
                 f"intrinsics are for {intrinsics.width}x{intrinsics.height} images, the video is {w}x{h}"
             )
         lifted = lift_tracks(
-            raw, visible, metric, intrinsics, config.median_window, config.max_depth_step
+            raw,
+            visible,
+            metric,
+            intrinsics,
+            config.median_window,
+            config.max_depth_step,
+            config.max_depth_m,
         )
         flow = dataclasses.replace(lifted, tracks=tracks).numpy()
         pose = jaxlie.SE3.identity() if camera_pose is None else camera_pose
