@@ -121,8 +121,10 @@ def run_extract(command: Extract) -> None:
 
 
 def run_train(config: TrainConfig) -> None:
+    from jflow.training.mesh import initialize_distributed
     from jflow.training.trainer import train
 
+    initialize_distributed()  # Several hosts: before any JAX call (a no-op on one machine).
     summary = train(config)
     loss = summary.get("loss")
     print(
