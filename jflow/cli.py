@@ -16,6 +16,7 @@ import tyro
 from jflow.data.kitchen_dataset import GenKitchenConfig
 from jflow.errors import ConfigError, JflowError
 from jflow.evaluation.config import EvalFlowConfig
+from jflow.pipeline.evaluation import EvalKitchenConfig
 from jflow.planning.plan import PlanCommand
 from jflow.tracking.extract import ExtractConfig
 from jflow.training.config import TrainConfig
@@ -47,18 +48,31 @@ class Extract:
 
 @dataclasses.dataclass(frozen=True)
 class Demo:
-    """The main job on the embedded default: today, a small kitchen dataset and its summary."""
+    """The main job on the embedded default: dataset, brief training, episodes, report."""
 
     out: Path = Path("runs/demo")
-    """Folder for the demo's outputs (reused across runs)."""
+    """Folder for the demo's outputs (dataset, model and compilation cache are reused)."""
     tasks: tuple[str, ...] = (
         "open_microwave",
         "open_slide_cabinet",
         "move_kettle_to_top_left_burner",
     )
-    episodes_per_task: int = 2
+    episodes_per_task: int = 6
+    """Training episodes per task in the demo's dataset."""
     frames: int = 8
     resolution: int = 64
+    train_steps: int = 300
+    train_minutes: float = 3.0
+    """Training stops after this much wall time (with a checkpoint) if the steps are not done."""
+    batch_size: int = 8
+    eval_episodes: int = 1
+    """Episodes per task for each of ours and oracle."""
+    samples: int = 2
+    """Flows sampled per plan."""
+    seed: int = 0
+    """The first episode seed of the evaluation (and the model's sampling seed)."""
+    chunk_len: int = 16
+    budget: int = 600
 
 
 def run_gen_kitchen(config: GenKitchenConfig) -> None:
@@ -144,49 +158,23 @@ def run_eval_flow(config: EvalFlowConfig) -> None:
 
 
 def run_demo(command: Demo) -> None:
-    from jflow.data.kitchen_dataset import generate_kitchen_dataset, summarize
-    from jflow.data.shards import read_manifest
-    from jflow.runtime import configure_rendering
+    from jflow.pipeline.process import require_planning_flags
 
-    configure_rendering()
-    dataset_dir = command.out / "kitchen"
-    config = GenKitchenConfig(
-        out=dataset_dir,
-        tasks=command.tasks,
-        episodes_per_task=command.episodes_per_task,
-        frames=command.frames,
-        resolution=command.resolution,
-        num_shards=2,
-        overwrite=True,
-    )
-    existing = None
-    if (dataset_dir / "manifest.json").is_file():
-        try:
-            existing = read_manifest(dataset_dir)
-        except JflowError:
-            existing = None
-    if existing is not None and _same_demo_dataset(existing, config):
-        print(f"reusing the demo dataset in {dataset_dir} (delete it to regenerate)")
-        manifest = existing
-    else:
-        if dataset_dir.exists() and any(dataset_dir.iterdir()) and existing is None:
-            raise JflowError(
-                f"{dataset_dir} holds files that are not a jflow demo dataset; "
-                "move them or choose another --out"
-            )
-        manifest = generate_kitchen_dataset(config)
-        print(f"wrote {dataset_dir}")
-    print(summarize(manifest))
+    require_planning_flags()
+    from jflow.pipeline.demo import run_demo as demo
+
+    demo(command)
 
 
-def _same_demo_dataset(manifest: dict, config: GenKitchenConfig) -> bool:
-    return (
-        manifest.get("kind") == "jflow.kitchen"
-        and [t["task_id"] for t in manifest.get("tasks", [])] == list(config.tasks)
-        and manifest.get("frames") == config.frames
-        and manifest.get("resolution") == config.resolution
-        and sum(manifest.get("counts", {}).values()) == config.episodes_per_task * len(config.tasks)
-    )
+def run_eval_kitchen(config: EvalKitchenConfig) -> None:
+    from jflow.pipeline.process import require_planning_flags
+
+    require_planning_flags()
+    from jflow.pipeline.evaluation import RESULTS_JSON, RESULTS_MARKDOWN, evaluate_kitchen
+
+    evaluate_kitchen(config)
+    print((config.out / RESULTS_MARKDOWN).read_text().split("## Failures")[0].rstrip())
+    print(f"wrote {config.out / RESULTS_JSON} and {config.out / RESULTS_MARKDOWN}")
 
 
 SUBCOMMANDS = {
@@ -196,6 +184,7 @@ SUBCOMMANDS = {
     "train": TrainConfig,
     "eval-flow": EvalFlowConfig,
     "plan": PlanCommand,
+    "eval-kitchen": EvalKitchenConfig,
     "demo": Demo,
 }
 
@@ -224,6 +213,8 @@ def main(argv: list[str] | None = None) -> int:
             result = run_plan(command)
             if not result.ok:
                 return 1
+        elif isinstance(command, EvalKitchenConfig):
+            run_eval_kitchen(command)
         elif isinstance(command, Demo):
             run_demo(command)
         else:  # pragma: no cover - tyro only returns the types above.

@@ -13,6 +13,7 @@ import math
 import jax.numpy as jnp
 import jax_dataclasses as jdc
 import jaxlie
+import numpy as np
 from jaxtyping import Array, Bool, Float
 
 from jflow.errors import ConfigError
@@ -227,8 +228,10 @@ def pixel_centers(height: int, width: int, dtype=jnp.float32) -> Float[Array, "H
     return jnp.stack([xs, ys], axis=-1)
 
 
-OPENCV_FROM_MUJOCO_CAMERA = jaxlie.SE3.from_rotation(
-    jaxlie.SO3.from_matrix(jnp.diag(jnp.array([1.0, -1.0, -1.0])))
+OPENCV_FROM_MUJOCO_CAMERA = jaxlie.SE3(
+    # A half turn about x (diag(1, -1, -1)) as wxyz_xyz; a NumPy array, so that importing jflow
+    # does not start JAX before an entry point has chosen its XLA flags.
+    wxyz_xyz=np.array([0.0, 1.0, 0.0, 0.0, 0.0, 0.0, 0.0], np.float32)
 )
 """MuJoCo cameras look along -z with y up; OpenCV's look along +z with y down.
 
