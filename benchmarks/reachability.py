@@ -23,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import subprocess
 import time
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per side (module docs)
+
+from machine_info import machine  # noqa: E402  (benchmarks/, the script's folder)
 
 from jflow.runtime import add_xla_flag, configure_for_planning  # noqa: E402
 
@@ -57,19 +57,6 @@ def candidates(count: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         pos[i] = data.site(panda.EE_SITE).xpos + rng.normal(scale=0.15, size=3)
         rot[i] = data.site(panda.EE_SITE).xmat.reshape(3, 3)
     return pos, rot
-
-
-def machine() -> str:
-    """CPU model, core count and JAX backend: the line docs/benchmarks.md quotes."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=True).stdout
-        for line in out.splitlines():
-            if line.startswith("Model name"):
-                model = line.split(":", 1)[1].strip()
-    except (OSError, subprocess.CalledProcessError):
-        pass
-    return f"{model}, {os.cpu_count()} cores, JAX {jax.__version__} on {jax.devices()[0].platform}"
 
 
 def timed(fn, box: dict, key: str) -> tuple[float, float]:

@@ -37,7 +37,7 @@ import jaxlie
 import numpy as np
 from jaxtyping import Float
 
-from jflow.errors import ConfigError, UnknownNameError
+from jflow.errors import ConfigError, GeometryError, UnknownNameError
 from jflow.flow.records import ObjectFlow
 from jflow.geometry.camera import PinholeIntrinsics, project, unproject
 
@@ -184,75 +184,62 @@ class Oracle:
 
 
 class Ours:
-    """The trained model's sampled 3D flows (:class:`jflow.pipeline.predictor.FlowPredictor`)."""
+    """The trained model's sampled 3D flows (:class:`jflow.pipeline.predictor.FlowPredictor`).
+
+    The ablations below are subclasses that change only :meth:`transform` (how one sampled
+    flow is turned into what the planner sees) and the default of ``plan_check``. Without the
+    plan check only the first sample is used: nothing would choose among them.
+    """
 
     name = "ours"
     stochastic = True
+    default_plan_check = True
 
-    def __init__(self, predictor, plan_check: bool = True):
+    def __init__(self, predictor, plan_check: bool | None = None):
         self.predictor = predictor
-        self.plan_check = plan_check
+        self.plan_check = self.default_plan_check if plan_check is None else plan_check
 
     def start_episode(self, env, task_id: str, seed: int, observer) -> None:
         self.predictor.start_episode(task_id, seed)
 
-    def predicted(self, observation, instruction: str) -> list[ObjectFlow]:
-        return self.predictor.predict(observation, instruction)
+    def transform(self, flow: ObjectFlow, observation) -> ObjectFlow:
+        return flow
 
     def flows_for(self, observation, instruction: str, state) -> list[ObjectFlow]:
-        return self.predicted(observation, instruction)
+        flows = self.predictor.predict(observation, instruction)
+        if not self.plan_check:
+            flows = flows[:1]
+        return [self.transform(f, observation) for f in flows]
 
 
 class NoPlanCheck(Ours):
     """The model's flows without the plan check: the first sample is executed."""
 
     name = "no_plan_check"
-
-    def __init__(self, predictor, plan_check: bool = False):
-        super().__init__(predictor, plan_check)
-
-    def flows_for(self, observation, instruction: str, state) -> list[ObjectFlow]:
-        return self.predicted(observation, instruction)[:1]
+    default_plan_check = False
 
 
 class Flow2D(Ours):
     """The model's flows seen in the image plane only (:func:`depth_frozen_flow`)."""
 
     name = "flow_2d"
+    default_plan_check = False
 
-    def __init__(self, predictor, plan_check: bool = False):
-        super().__init__(predictor, plan_check)
-
-    def flows_for(self, observation, instruction: str, state) -> list[ObjectFlow]:
-        flows = self.predicted(observation, instruction)
-        if not self.plan_check:
-            flows = flows[:1]
-        return [
-            depth_frozen_flow(f, observation.intrinsics, observation.camera_pose) for f in flows
-        ]
+    def transform(self, flow: ObjectFlow, observation) -> ObjectFlow:
+        return depth_frozen_flow(flow, observation.intrinsics, observation.camera_pose)
 
 
 class RigidOnly(Ours):
     """One rigid motion first -> last frame of the model's flow (:func:`rigid_only_flow`)."""
 
     name = "rigid_only"
+    default_plan_check = False
 
-    def __init__(self, predictor, plan_check: bool = False):
-        super().__init__(predictor, plan_check)
-
-    def flows_for(self, observation, instruction: str, state) -> list[ObjectFlow]:
-        from jflow.errors import GeometryError
-
-        flows = self.predicted(observation, instruction)
-        if not self.plan_check:
-            flows = flows[:1]
-        out = []
-        for f in flows:
-            try:
-                out.append(rigid_only_flow(f, observation.intrinsics, observation.camera_pose))
-            except GeometryError:
-                out.append(f)  # unfittable: the planner's own fit rejects it with the reason
-        return out
+    def transform(self, flow: ObjectFlow, observation) -> ObjectFlow:
+        try:
+            return rigid_only_flow(flow, observation.intrinsics, observation.camera_pose)
+        except GeometryError:
+            return flow  # unfittable: the planner's own fit rejects it with the reason
 
 
 def make_method(
@@ -272,11 +259,9 @@ def make_method(
             f"method {name!r} samples flows from a trained model: pass its run folder "
             "(--model-run RUN; `jflow train` makes one)"
         )
-    if name == "ours":
-        return Ours(predictor)
-    cls = {"no_plan_check": NoPlanCheck, "flow_2d": Flow2D, "rigid_only": RigidOnly}[name]
-    if name == "no_plan_check":
-        return cls(predictor)
+    if name in ("ours", "no_plan_check"):
+        return Ours(predictor) if name == "ours" else NoPlanCheck(predictor)
+    cls = {"flow_2d": Flow2D, "rigid_only": RigidOnly}[name]
     return cls(predictor, plan_check=baseline_plan_check)
 
 

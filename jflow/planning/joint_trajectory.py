@@ -345,19 +345,12 @@ def _smoothness_residuals(qs, problem, weights, config):
     return jnp.sqrt(weights.smoothness) * config.smoothness_scale * acc.ravel()
 
 
-def joint_residuals(
-    qs: Float[Array, "T1 7"],
-    problem: JointTrajectoryProblem,
-    weights: JointCostWeights,
-    config: JointTrajectoryConfig,
-    kin: PandaKinematics | None = None,
-) -> Float[Array, " R"]:
-    """All residuals (module docs) as one flat vector: each step's task, joint-limit, workspace
-    and manipulability block, then the smoothness residuals."""
+def _per_step(qs, problem, weights, config, kin, *, with_jacobian: bool):
+    """:func:`_step_linearization` of every step after the first, vmapped (kinematics once)."""
     kin = panda_kinematics() if kin is None else kin
     states = jax.vmap(kin.forward)(qs)
-    steps = jax.vmap(
-        functools.partial(_step_linearization, config=config, with_jacobian=False),
+    return jax.vmap(
+        functools.partial(_step_linearization, config=config, with_jacobian=with_jacobian),
         in_axes=_STEP_AXES,
     )(
         qs,
@@ -368,6 +361,18 @@ def joint_residuals(
         weights,
         problem.bounds,
     )
+
+
+def joint_residuals(
+    qs: Float[Array, "T1 7"],
+    problem: JointTrajectoryProblem,
+    weights: JointCostWeights,
+    config: JointTrajectoryConfig,
+    kin: PandaKinematics | None = None,
+) -> Float[Array, " R"]:
+    """All residuals (module docs) as one flat vector: each step's task, joint-limit, workspace
+    and manipulability block, then the smoothness residuals."""
+    steps = _per_step(qs, problem, weights, config, kin, with_jacobian=False)
     return jnp.concatenate([steps.ravel(), _smoothness_residuals(qs, problem, weights, config)])
 
 
@@ -380,20 +385,7 @@ def joint_normal_equations(
 ) -> NormalEquations:
     """``J^T J`` ``[7(T-1), 7(T-1)]``, ``J^T r`` and the cost of :func:`joint_residuals`: block
     diagonal per step plus the constant banded smoothness part."""
-    kin = panda_kinematics() if kin is None else kin
-    states = jax.vmap(kin.forward)(qs)
-    r_step, j_step = jax.vmap(
-        functools.partial(_step_linearization, config=config, with_jacobian=True),
-        in_axes=_STEP_AXES,
-    )(
-        qs,
-        states,
-        problem.keypoints_ee,
-        problem.targets[1:],
-        problem.visibility[1:],
-        weights,
-        problem.bounds,
-    )
+    r_step, j_step = _per_step(qs, problem, weights, config, kin, with_jacobian=True)
     t1 = qs.shape[0]
     blocks = jnp.einsum("tri,trj->tij", j_step, j_step)
     rows = jnp.arange(t1)
