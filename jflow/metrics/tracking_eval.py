@@ -123,7 +123,10 @@ def evaluate_kitchen_episode(
     gt_box = mask_box(np.asarray(clip.object_mask))
     reason = ""
     try:
-        found = detect_moving_object(video, tracker, gripper_mask=gripper, **(detect_kwargs or {}))
+        # The clip's metric depth reaches the detection, as in extract_flow (detect_kwargs can
+        # override it, e.g. depth=None for the video-only reading).
+        kwargs = {"depth": np.asarray(clip.depth_video), **(detect_kwargs or {})}
+        found = detect_moving_object(video, tracker, gripper_mask=gripper, **kwargs)
     except DataError as err:
         found, reason = None, str(err)
     iou = 0.0 if found is None else box_iou(found.box_xyxy, gt_box)

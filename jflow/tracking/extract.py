@@ -5,7 +5,9 @@ Stages, for any :class:`~jflow.tracking.interface.PointTracker` (Lucas-Kanade by
 1. **Object region.** With an object mask (frame 0), the mask eroded by ``mask_erosion_px``.
    Without one, moving-object detection (:mod:`jflow.tracking.moving_object`): a full-frame
    grid of queries minus the gripper mask is tracked, and the box of the points that move is
-   the region.
+   the region. A metric depth video (``depth``, not a relative one) also goes to the detection
+   when ``detect_with_depth`` (default): pixels whose depth grows were on the moving object,
+   and background dragged along under a nearer edge is dropped.
 2. **Dense tracks.** A ``grid_hw`` grid of queries (16x16 = 256 points by default) is placed in
    the region on frame 0 and tracked. Point order is row-major over the query grid: rows by
    image y (top to bottom), then columns by image x, so ``[T, N, C] -> [T, 16, 16, C]`` is a
@@ -67,8 +69,10 @@ class ExtractConfig:
     3DFlowAction code assumes for BridgeData). :func:`extract_from_file` keeps every
     ``frame_stride``-th frame, at most ``max_frames`` of them. ``intrinsics`` ``(fx, fy, cx, cy)`` and
     ``camera_pose`` (``world_from_camera`` as ``wxyz_xyz``) override what a file holds.
-    The detection settings (``detect_grid_hw`` ... ``refine_motion_ratio``) are those of
-    :func:`jflow.tracking.moving_object.detect_moving_object`, the ``lk_*`` ones those of
+    The detection settings (``detect_grid_hw`` ... ``refine_motion_ratio``, ``still_change``
+    ... ``edge_radius_px``) are those of
+    :func:`jflow.tracking.moving_object.detect_moving_object` (``detect_with_depth`` gives it
+    the metric depth video), the ``lk_*`` ones those of
     :class:`~jflow.tracking.lucas_kanade.LucasKanadeTracker`, ``median_window`` and
     ``max_depth_step`` those of :func:`jflow.tracking.lifting.lift_tracks`.
     """
@@ -82,6 +86,11 @@ class ExtractConfig:
     lone_cluster_share: float = 0.5
     refine_stride_px: float = 2.0
     refine_motion_ratio: float = 0.3
+    still_change: float = 8.0
+    depth_change: float = 0.02
+    depth_edge_step: float = 0.05
+    edge_radius_px: int = 5
+    detect_with_depth: bool = True
     gripper_dilation_px: int = 0
     mask_erosion_px: int = 2
     camera_motion: str = "none"
@@ -304,6 +313,11 @@ def extract_flow(
             gripper_dilation_px=config.gripper_dilation_px,
             refine_stride_px=config.refine_stride_px,
             refine_motion_ratio=config.refine_motion_ratio,
+            depth=depth if config.detect_with_depth else None,
+            still_change=config.still_change,
+            depth_change=config.depth_change,
+            depth_edge_step=config.depth_edge_step,
+            edge_radius_px=config.edge_radius_px,
         )
         box = detection.box_xyxy
         if not (box[2] > box[0] and box[3] > box[1]):
