@@ -252,21 +252,21 @@ class KitchenWorld:
 _WORLDS: dict[int, KitchenWorld] = {}
 
 
-@atexit.register
-def _close_worlds() -> None:  # free GL contexts before the EGL display is torn down
-    for world in _WORLDS.values():
-        try:
-            world.close()
-        except Exception:  # noqa: BLE001 - best effort at interpreter exit
-            pass
-    _WORLDS.clear()
+def _close_world(world: KitchenWorld) -> None:
+    """Free a cached world's GL context at interpreter exit (registered in :func:`get_world`)."""
+    world.close()
 
 
 def get_world(resolution: int = 128) -> KitchenWorld:
     """A module-cached :class:`KitchenWorld` per resolution (one renderer each)."""
     width, _ = check_resolution(resolution)
     if width not in _WORLDS:
-        _WORLDS[width] = KitchenWorld(width)
+        world = KitchenWorld(width)
+        _WORLDS[width] = world
+        # Registered after the world exists, so after MuJoCo registered eglTerminate when it
+        # opened the EGL display: exit handlers run last-in first-out, so this one frees the
+        # GL context while the display is still up.
+        atexit.register(_close_world, world)
     return _WORLDS[width]
 
 
