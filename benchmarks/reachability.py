@@ -9,12 +9,12 @@ numpy DLS step per candidate and iteration) is timed twice: step for step the sa
 (fixed iterations, every seed), and as a per-call loop would naturally run (``early_exit``:
 each seed stops once the pose is reached, each candidate at the first seed that reaches it).
 
-Both sides run on one core: numpy's BLAS threads and XLA's Eigen threads are off (for
-SLSQP's small per-call programs those threads only add hand-offs: it ran 2.5x slower with them;
-the batched call is single-threaded either way). Times are wall-clock after compilation (reported separately); the machine is shared, so each
-side is timed several times, interleaved, and the minimum is reported (with the median and
-the process CPU time). Agreement: the fraction of candidates both call reachable or both
-call unreachable.
+Both sides run on one core: the process pins itself to one CPU before JAX starts (XLA's CPU
+runtime otherwise runs independent kernels of the batched call on a second core), and numpy's
+BLAS threads and XLA's Eigen threads are off. Times are wall-clock after compilation (reported
+separately); the machine is shared, so each side is timed several times, interleaved, and the
+minimum is reported (with the median and the process CPU time, the load-independent figure).
+Agreement: the fraction of candidates both call reachable or both call unreachable.
 
     python benchmarks/reachability.py [--count 1000] [--repeats 3]
 """
@@ -27,6 +27,8 @@ import time
 
 for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_var, "1")  # one core per side (module docs)
+CORE = max(os.sched_getaffinity(0))
+os.sched_setaffinity(0, {CORE})  # before JAX starts its threads: they inherit the one core
 
 from machine_info import machine  # noqa: E402  (benchmarks/, the script's folder)
 
@@ -73,7 +75,10 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=IKConfig().num_seeds)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
-    print(f"machine: {machine()}; load average {os.getloadavg()[0]:.1f} at start")
+    print(
+        f"machine: {machine()}; pinned to CPU {CORE}; load average "
+        f"{os.getloadavg()[0]:.1f} at start"
+    )
     config = IKConfig(iterations=args.iterations, num_seeds=args.seeds)
     pos, rot = candidates(args.count)
     poses = jaxlie.SE3.from_rotation_and_translation(

@@ -1,5 +1,7 @@
 """The robot-only Panda model built from the installed Franka Kitchen assets."""
 
+import xml.etree.ElementTree as ET
+
 import mujoco
 import numpy as np
 
@@ -10,8 +12,8 @@ def test_robot_only_model_matches_the_kitchen_chain():
     model = panda.load_panda_model()
     assert model.ngeom == 0 and model.nu == 0  # kinematics only: no geoms, no actuators
     assert [model.joint(i).name for i in range(7)] == list(panda.ARM_JOINTS)
-    np.testing.assert_allclose(model.jnt_range[:7, 0], panda.JOINT_LOWER)
-    np.testing.assert_allclose(model.jnt_range[:7, 1], panda.JOINT_UPPER)
+    np.testing.assert_allclose(model.jnt_range[:7, 0], panda.JOINT_LOWER_MJCF)
+    np.testing.assert_allclose(model.jnt_range[:7, 1], panda.JOINT_UPPER_MJCF)
     data = mujoco.MjData(model)
     data.qpos[panda.arm_qpos_indices(model)] = panda.HOME_QPOS
     mujoco.mj_kinematics(model, data)
@@ -28,3 +30,34 @@ def test_robot_only_model_matches_the_kitchen_chain():
 def test_geometry_model_has_the_collision_meshes():
     model = panda.load_panda_model(with_geoms=True)
     assert model.nmesh >= 10 and model.ngeom > 20
+
+
+def test_planning_limits_are_the_intersection_of_model_actuator_and_env_limits():
+    root = panda.kitchen_franka_dir() / "franka_assets"
+    ctrl = {
+        a.get("joint"): [float(v) for v in a.get("ctrlrange").split()]
+        for a in ET.parse(root / "actuator.xml").getroot().iter("position")
+    }
+    np.testing.assert_allclose(
+        [ctrl[j] for j in panda.ARM_JOINTS], np.stack([panda.CTRL_LOWER, panda.CTRL_UPPER], axis=1)
+    )
+    config = ET.parse(root / "franka_config.xml").getroot()  # what the kitchen env clips to
+    bounds = [
+        [float(v) for v in config.find(f"qpos{i}").get("pos_bound").split()] for i in range(7)
+    ]
+    np.testing.assert_allclose(bounds, np.stack([panda.ENV_POS_LOWER, panda.ENV_POS_UPPER], 1))
+    lower = np.max([panda.JOINT_LOWER_MJCF, panda.CTRL_LOWER, panda.ENV_POS_LOWER], axis=0)
+    upper = np.min([panda.JOINT_UPPER_MJCF, panda.CTRL_UPPER, panda.ENV_POS_UPPER], axis=0)
+    np.testing.assert_array_equal(panda.JOINT_LOWER, lower)
+    np.testing.assert_array_equal(panda.JOINT_UPPER, upper)
+    # Only joint 6 changes: the model allows -1.6573 rad, the env clips it at 0.
+    assert panda.JOINT_LOWER[5] == 0.0 and panda.JOINT_LOWER_MJCF[5] == -1.6573
+    assert np.sum(panda.JOINT_LOWER != panda.JOINT_LOWER_MJCF) == 1
+    np.testing.assert_array_equal(panda.JOINT_UPPER, panda.JOINT_UPPER_MJCF)
+    assert np.all((panda.HOME_QPOS > panda.JOINT_LOWER) & (panda.HOME_QPOS < panda.JOINT_UPPER))
+
+
+def test_arm_model_carries_only_what_kinematics_reads():
+    model = panda.load_arm_model()
+    assert (model.nbody, model.njnt, model.nsite) == (8, 7, 1)
+    assert model.ngeom == model.nmesh == model.nu == model.nmat == model.ntex == 0

@@ -88,6 +88,17 @@ def log_manipulability_gradient(state: ArmState) -> Float[Array, " 7"]:
     return jnp.einsum("kij,ij->k", h, b)
 
 
+def float32_limits(lower: np.ndarray, upper: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The float32 limits nearest to ``[lower, upper]`` that lie inside it.
+
+    Plain rounding can move a limit outwards (float32(-2.8973) < -2.8973 by 5e-9 rad), so a
+    float32 solution clipped to it would fail a float64 ``lower <= q <= upper`` check."""
+    lo, hi = np.asarray(lower, np.float32), np.asarray(upper, np.float32)
+    lo = np.where(lo.astype(np.float64) < lower, np.nextafter(lo, np.float32(np.inf)), lo)
+    hi = np.where(hi.astype(np.float64) > upper, np.nextafter(hi, np.float32(-np.inf)), hi)
+    return lo.astype(np.float32), hi.astype(np.float32)
+
+
 class PandaKinematics:
     """MJX forward kinematics of the Panda arm (build once; :func:`panda_kinematics` shares one)."""
 
@@ -103,12 +114,13 @@ class PandaKinematics:
         self.site_id = int(
             mujoco.mj_name2id(self.mj_model, mujoco.mjtObj.mjOBJ_SITE, panda.EE_SITE)
         )
-        self.lower = np.asarray(panda.JOINT_LOWER, np.float32)
-        self.upper = np.asarray(panda.JOINT_UPPER, np.float32)
+        self.lower, self.upper = float32_limits(panda.JOINT_LOWER, panda.JOINT_UPPER)
 
     def forward(self, q: Float[Array, " 7"], model=None) -> ArmState:
         """Forward kinematics of one configuration ``q`` (rad). ``model`` defaults to the
-        stored MJX model (pass it as a jit argument to keep it out of the compiled constants)."""
+        stored MJX model, which a jitted caller then compiles in as constants (faster: XLA
+        folds the model's numbers into the kernels); pass it as a jit argument instead to keep
+        it out of the compiled program."""
         from mujoco import mjx
 
         model = self.mjx_model if model is None else model
@@ -208,6 +220,7 @@ __all__ = [
     "ArmState",
     "PandaKinematics",
     "dls_step",
+    "float32_limits",
     "geometric_jacobian",
     "jacobian_derivative",
     "joint_limit_margin",

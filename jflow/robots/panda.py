@@ -2,7 +2,8 @@
 
 One constants module for the arm the planner reasons about. The numbers are read from
 gymnasium-robotics 1.4.2, ``envs/assets/kitchen_franka/franka_assets/chain.xml`` (joint ranges,
-the ``end_effector`` site) and ``kitchen_assets/kitchen_env_model.xml`` (the robot's base body at
+the ``end_effector`` site), ``actuator.xml`` and ``franka_config.xml`` (the actuators' and the
+env's position limits, intersected into :data:`JOINT_LOWER` / :data:`JOINT_UPPER`) and ``kitchen_assets/kitchen_env_model.xml`` (the robot's base body at
 ``pos="0 0 1.8" euler="0 0 1.57"`` in the world, the keyframe's arm joints).
 
 :func:`load_panda_model` builds a MuJoCo model of the robot alone (no kitchen), placed at the
@@ -30,10 +31,27 @@ ARM_JOINTS: tuple[str, ...] = tuple(f"robot:panda0_joint{i}" for i in range(1, 8
 FINGER_JOINTS: tuple[str, ...] = ("robot:panda0_finger_joint1", "robot:panda0_finger_joint2")
 NUM_ARM_JOINTS = 7
 
-JOINT_LOWER = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -1.6573, -2.8973])
-"""Arm joint lower limits (rad), from chain.xml."""
-JOINT_UPPER = np.array([2.8973, 1.7628, 2.8973, -0.4, 2.8973, 2.1127, 2.8973])
-"""Arm joint upper limits (rad), from chain.xml."""
+JOINT_LOWER_MJCF = np.array([-2.8973, -1.7628, -2.8973, -3.0718, -2.8973, -1.6573, -2.8973])
+"""Arm joint lower limits (rad) of the model: ``range`` in chain.xml."""
+JOINT_UPPER_MJCF = np.array([2.8973, 1.7628, 2.8973, -0.4, 2.8973, 2.1127, 2.8973])
+"""Arm joint upper limits (rad) of the model: ``range`` in chain.xml."""
+CTRL_LOWER = np.array([-2.9671, -1.8326, -2.9671, -3.1416, -2.9671, -3.7525, -2.9671])
+"""Lower ``ctrlrange`` (rad) of the arm's position actuators, franka_assets/actuator.xml."""
+CTRL_UPPER = np.array([2.9671, 1.8326, 2.9671, 0.0, 2.9671, 2.1817, 2.9671])
+"""Upper ``ctrlrange`` (rad) of the arm's position actuators, franka_assets/actuator.xml."""
+ENV_POS_LOWER = np.array([-2.9, -1.8, -2.9, -3.1, -2.9, 0.0, -2.9])
+"""Lower ``pos_bound`` (rad) of franka_assets/franka_config.xml: the kitchen env
+(``FrankaRobot._ctrl_position_limits``) clips every position command to it."""
+ENV_POS_UPPER = np.array([2.9, 1.8, 2.9, 0.0, 2.9, 3.8, 2.9])
+"""Upper ``pos_bound`` (rad) of franka_config.xml (see :data:`ENV_POS_LOWER`)."""
+JOINT_LOWER = np.maximum.reduce([JOINT_LOWER_MJCF, CTRL_LOWER, ENV_POS_LOWER])
+"""Arm joint lower limits (rad) for planning and IK: the intersection of the model's joint
+ranges, the actuators' ctrlranges and the env's position bounds, so that every planned
+configuration is one the kitchen env can command. Only joint 6 (0-based index 5) differs from
+the model's range: the env clips it to [0, 3.8], the model allows -1.6573, so its lower limit
+is 0.0 here."""
+JOINT_UPPER = np.minimum.reduce([JOINT_UPPER_MJCF, CTRL_UPPER, ENV_POS_UPPER])
+"""Arm joint upper limits (rad) for planning and IK (see :data:`JOINT_LOWER`): the model's."""
 FINGER_RANGE = (0.0, 0.04)
 """Each finger's slide range (m); the gripper opens to at most 0.08 m."""
 MAX_GRASP_WIDTH = 0.08
@@ -136,11 +154,14 @@ def load_arm_model():
     (``fusestatic``). Its 7 joints are the arm joints, in order (``qpos`` = the arm's angles);
     the ``end_effector`` site sits on link 7 exactly as in :func:`load_panda_model`. This is the
     model the planner's kinematics (MJX) and the C-API reference IK use: 8 bodies instead of
-    12, so every forward-kinematics pass does less work."""
+    12, so every forward-kinematics pass does less work. It carries nothing kinematics does not
+    read: no geoms, actuators, meshes, materials or textures, and one site."""
     spec = load_panda_spec(with_geoms=False)
     for body in list(spec.bodies):
         if "finger" in body.name:
             spec.delete(body)
+    for asset in [*spec.meshes, *spec.materials, *spec.textures]:
+        spec.delete(asset)
     spec.compiler.fusestatic = True
     model = spec.compile()
     names = [model.joint(i).name for i in range(model.njnt)]
