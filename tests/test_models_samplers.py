@@ -174,3 +174,47 @@ def test_sample_prediction_oracle_transports_x0(method):
     old = ObjectiveConfig().to_dict()
     del old["flow_prediction"]
     assert ObjectiveConfig.from_dict(old).flow_prediction == "velocity"
+
+
+def test_preconditioning_unit_variance_and_exact_oracle():
+    from jflow.models.objectives import (
+        channel_weights,
+        network_input,
+        network_prediction,
+        preconditioning,
+        uses_preconditioning,
+    )
+
+    obj = ObjectiveConfig(precondition=True, sigma_data=0.5)
+    assert uses_preconditioning(obj)
+    assert not uses_preconditioning(ObjectiveConfig())  # off by default
+    assert not uses_preconditioning(ObjectiveConfig(flow_prediction="velocity"))
+    assert not uses_preconditioning(ObjectiveConfig(kind="ddpm_eps"))
+    k1, k2 = jax.random.split(jax.random.key(3))
+    x0 = 0.5 * jax.random.normal(k1, (4, 8, 8, 8, 4))
+    eps = jax.random.normal(k2, x0.shape)
+    for t_val in (0.05, 0.5, 0.95):
+        t = jnp.full((4,), t_val)
+        z = (1 - t_val) * x0 + t_val * eps
+        c_in, c_skip, c_out = (float(c[0]) for c in preconditioning(t, 0.5))
+        # The network's input and its ideal output both have unit variance.
+        assert abs(float(jnp.var(network_input(z, t, obj))) - 1.0) < 0.05
+        oracle = (x0 - c_skip * z) / c_out
+        assert abs(float(jnp.var(oracle)) - 1.0) < 0.05
+        np.testing.assert_allclose(
+            np.asarray(network_prediction(oracle, z, t, obj)), np.asarray(x0), atol=1e-5
+        )
+    c_in, c_skip, c_out = (float(c[0]) for c in preconditioning(jnp.ones(1), 0.5))
+    assert (c_skip, c_out) == (0.0, 0.5)  # pure noise: a regression, no skip
+    np.testing.assert_allclose(
+        np.asarray(channel_weights(ObjectiveConfig(visibility_weight=0.25), 4)),
+        [1.0, 1.0, 1.0, 0.25],
+    )
+    with pytest.raises(ConfigError, match="visibility_weight"):
+        ObjectiveConfig(visibility_weight=-1.0)
+    with pytest.raises(ConfigError, match="sigma_data"):
+        ObjectiveConfig(sigma_data=0.0)
+    old = ObjectiveConfig().to_dict()
+    del old["precondition"], old["visibility_weight"]
+    legacy = ObjectiveConfig.from_dict(old)
+    assert (legacy.precondition, legacy.visibility_weight) == (False, 1.0)

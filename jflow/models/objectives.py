@@ -141,6 +141,50 @@ def from_target_space(
     return jnp.concatenate([xyz, x[..., 3:]], axis=-1)
 
 
+def uses_preconditioning(config: ObjectiveConfig) -> bool:
+    """Whether the network of this objective runs inside the sample preconditioning
+    (``ObjectiveConfig.precondition``: flow matching with sample prediction only)."""
+    return (
+        config.kind == "flow_matching"
+        and config.flow_prediction == "sample"
+        and config.precondition
+    )
+
+
+def preconditioning(
+    t: Float[Array, " B"], sigma_data: float
+) -> tuple[Float[Array, " B"], Float[Array, " B"], Float[Array, " B"]]:
+    """``(c_in, c_skip, c_out)`` at flow-matching times ``t`` (``ObjectiveConfig.precondition``)."""
+    sd2 = sigma_data**2
+    s2 = (1 - t) ** 2 * sd2 + t**2
+    s = jnp.sqrt(s2)
+    return 1.0 / s, (1 - t) * sd2 / s2, t * sigma_data / s
+
+
+def network_input(z: jax.Array, t: Float[Array, " B"], config: ObjectiveConfig) -> jax.Array:
+    """What the network sees at ``z_t``: ``c_in(t) z_t`` under preconditioning, else ``z_t``."""
+    if not uses_preconditioning(config):
+        return z
+    c_in, _, _ = preconditioning(t, config.sigma_data)
+    return _bcast(c_in) * z
+
+
+def network_prediction(
+    raw: jax.Array, z: jax.Array, t: Float[Array, " B"], config: ObjectiveConfig
+) -> jax.Array:
+    """The network's prediction from its raw output at ``z_t``: ``c_skip z_t + c_out raw``
+    under preconditioning, else the raw output."""
+    if not uses_preconditioning(config):
+        return raw
+    _, c_skip, c_out = preconditioning(t, config.sigma_data)
+    return _bcast(c_skip) * z + _bcast(c_out) * raw
+
+
+def channel_weights(config: ObjectiveConfig, channels: int) -> jax.Array:
+    """Loss weight per flow channel: 1 for (u, v, depth), ``visibility_weight`` after."""
+    return jnp.asarray([1.0] * 3 + [config.visibility_weight] * (channels - 3), jnp.float32)
+
+
 def flow_velocity(
     output: jax.Array, z: jax.Array, t: jax.Array, config: ObjectiveConfig
 ) -> jax.Array:
@@ -163,7 +207,9 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
 
     ``batch`` holds ``flow [B,T,h,w,4]`` (normalised), ``text_tokens [B,L,D]``,
     ``text_mask [B,L]``, ``rgb [B,H,W,3]``, ``depth [B,H,W]``; ``rng`` is a JAX key. The
-    objective is ``model.config.objective``. Returns ``(loss, metrics)`` with metrics
+    objective is ``model.config.objective``; the loss is the channel-weighted mean of the
+    squared errors (``ObjectiveConfig.visibility_weight``), normalised by the mean weight.
+    Returns ``(loss, metrics)`` with metrics
     ``loss``, ``mse_uv``, ``mse_depth``, ``mse_visible`` and ``text_kept`` (fraction).
     """
     obj: ObjectiveConfig = model.config.objective
@@ -179,17 +225,17 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
         t = jax.random.uniform(k_t, (b,))
         xt = (1 - _bcast(t)) * x0 + _bcast(t) * eps
         target = x0 if obj.flow_prediction == "sample" else eps - x0
-        t_in = t * n
+        pred = network_prediction(model(network_input(xt, t, obj), t * n, cond), xt, t, obj)
     else:
         table = jnp.asarray(alphas_cumprod(obj), jnp.float32)
         t_int = jax.random.randint(k_t, (b,), 0, n)
         abar = _bcast(table[t_int])
         xt = jnp.sqrt(abar) * x0 + jnp.sqrt(1 - abar) * eps
         target = eps if obj.kind == "ddpm_eps" else jnp.sqrt(abar) * eps - jnp.sqrt(1 - abar) * x0
-        t_in = t_int.astype(jnp.float32)
-    pred = model(xt, t_in, cond)
+        pred = model(xt, t_int.astype(jnp.float32), cond)
     err = (pred - target) ** 2
-    loss = err.mean()
+    weights = channel_weights(obj, err.shape[-1])
+    loss = (err * weights).mean() / weights.mean()
     metrics = {
         "loss": loss,
         "mse_uv": err[..., :2].mean(),

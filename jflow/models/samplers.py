@@ -27,6 +27,8 @@ from jflow.models.objectives import (
     alphas_cumprod,
     flow_velocity,
     from_target_space,
+    network_input,
+    network_prediction,
     predictions_from_output,
     to_target_space,
 )
@@ -176,7 +178,14 @@ def _sample_impl(
     x_T = jax.random.normal(k_init, shape, jnp.float32)
     if obj.kind == "flow_matching":
         out = flow_loop(
-            lambda z, t: flow_velocity(net(z, t * obj.num_train_steps), z, t, obj),
+            lambda z, t: flow_velocity(
+                network_prediction(
+                    net(network_input(z, t, obj), t * obj.num_train_steps), z, t, obj
+                ),
+                z,
+                t,
+                obj,
+            ),
             x_T,
             steps,
             method=sampler,

