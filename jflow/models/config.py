@@ -70,10 +70,11 @@ class ObjectiveConfig:
     sigma_data: float = 1.0
     """Scale of the diffusion target used by the preconditioning (the displacement target is
     scaled towards unit RMS, the visibility channel is +-1)."""
-    visibility_weight: float = 0.25
-    """Weight of the visibility channel in the loss (the (u, v, depth) channels weigh 1): the
-    visibility of a point is hard to predict from one frame and its error would otherwise
-    dominate the gradient (kitchen: MSE 0.55 against 0.04 for the positions)."""
+    visibility_weight: float = 1.0
+    """Weight of the visibility channel in the loss (the (u, v, depth) channels weigh 1). Its
+    error dominates the loss (kitchen: MSE 0.55 against 0.04 for the positions), but the
+    planner needs the predicted visibility: a 30-minute run at 0.25 predicted too few visible
+    points for slide-cabinet and kettle plans (docs/pipeline.md), so the default stays 1."""
     default_sampler: str = ""
     """Sampler used when ``sample(..., sampler=None)``; empty = ``"ddim"`` for DDPM objectives,
     ``"euler"`` for flow matching."""

