@@ -50,8 +50,8 @@ frame's pixels where that is larger; invalid depth is no evidence):
   covered (its depth comes nearer) is the background the nearer object slides over, not the
   object, however the tracker moves it.
 
-Measured on the 18 human kitchen episodes (256 px, 16 frames): box IoU >= 0.5 on 17 of 18 with
-depth (the light switch's lever on 2 of 3 episodes), 15 of 18 without (docs/extraction.md).
+Measured on the 18 human kitchen episodes (256 px, 16 frames): box IoU >= 0.5 on 18 of 18 with
+depth (the light switch's lever at 0.66-0.86), 15 of 18 without (docs/extraction.md).
 """
 
 from __future__ import annotations
