@@ -3,7 +3,8 @@
 One constants module for the arm the planner reasons about. The numbers are read from
 gymnasium-robotics 1.4.2, ``envs/assets/kitchen_franka/franka_assets/chain.xml`` (joint ranges,
 the ``end_effector`` site), ``actuator.xml`` and ``franka_config.xml`` (the actuators' and the
-env's position limits, intersected into :data:`JOINT_LOWER` / :data:`JOINT_UPPER`) and ``kitchen_assets/kitchen_env_model.xml`` (the robot's base body at
+env's position limits, intersected into :data:`JOINT_LOWER` / :data:`JOINT_UPPER`) and
+``kitchen_assets/kitchen_env_model.xml`` (the robot's base body at
 ``pos="0 0 1.8" euler="0 0 1.57"`` in the world, the keyframe's arm joints).
 
 :func:`load_panda_model` builds a MuJoCo model of the robot alone (no kitchen), placed at the
