@@ -44,3 +44,33 @@ def float64():
 
     with jax.enable_x64(True):
         yield
+
+
+@pytest.fixture(scope="session")
+def train_tiny_run():
+    """``train_tiny_run(data, out, text_encoder) -> out``: a 2-step run of the tiny model
+    (batch 2, one device, fast compile), the smallest run that has a checkpoint to load."""
+
+    def run(data: Path, out: Path, text_encoder) -> Path:
+        from jflow.training.config import TrainConfig
+        from jflow.training.trainer import train
+
+        train(
+            TrainConfig(
+                data=data,
+                out=out,
+                model="tiny",
+                steps=2,
+                batch_size=2,
+                warmup_steps=1,
+                log_every=1,
+                checkpoint_every=2,
+                devices=1,
+                progress=False,
+                fast_compile=True,
+            ),
+            text_encoder=text_encoder,
+        )
+        return out
+
+    return run

@@ -27,8 +27,6 @@ from jflow.evaluation.report import format_markdown
 from jflow.flow.normalization import FlowStats, normalize_grid_numpy
 from jflow.metrics.flow3d import flow_errors
 from jflow.models import TextEncoder
-from jflow.training.config import TrainConfig
-from jflow.training.trainer import train
 
 TASKS = ("open_microwave", "close_microwave")
 
@@ -62,25 +60,10 @@ def text_encoder():
 
 
 @pytest.fixture(scope="module")
-def run(data, text_encoder, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("evalflow-run") / "run"
-    train(
-        TrainConfig(
-            data=data["train"],
-            out=out,
-            model="tiny",
-            steps=2,
-            batch_size=2,
-            warmup_steps=1,
-            log_every=1,
-            checkpoint_every=2,
-            devices=1,
-            progress=False,
-            fast_compile=True,
-        ),  # fmt: skip
-        text_encoder=text_encoder,
+def run(data, text_encoder, tmp_path_factory, train_tiny_run) -> Path:
+    return train_tiny_run(
+        data["train"], tmp_path_factory.mktemp("evalflow-run") / "run", text_encoder
     )
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -19,8 +19,6 @@ from jflow.sim import kitchen_constants as kc
 from jflow.sim.env import KitchenEnv
 from jflow.sim.kinematics import PandaKinematics
 from jflow.sim.tasks import get_task
-from jflow.training.config import TrainConfig
-from jflow.training.trainer import train
 
 TASK = "open_slide_cabinet"
 
@@ -88,7 +86,7 @@ def text_encoder():
 
 
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory, text_encoder) -> Path:
+def tiny_run(tmp_path_factory, text_encoder, train_tiny_run) -> Path:
     root = tmp_path_factory.mktemp("pipeline")
     data = root / "data"
     generate_kitchen_dataset(
@@ -103,24 +101,7 @@ def tiny_run(tmp_path_factory, text_encoder) -> Path:
             progress=False,
         )  # fmt: skip
     )
-    run = root / "run"
-    train(
-        TrainConfig(
-            data=data,
-            out=run,
-            model="tiny",
-            steps=2,
-            batch_size=2,
-            warmup_steps=1,
-            log_every=1,
-            checkpoint_every=2,
-            devices=1,
-            progress=False,
-            fast_compile=True,
-        ),  # fmt: skip
-        text_encoder=text_encoder,
-    )
-    return run
+    return train_tiny_run(data, root / "run", text_encoder)
 
 
 def test_eval_kitchen_writes_the_table_for_two_methods(tiny_run, text_encoder, tmp_path):

@@ -15,7 +15,7 @@ from jflow.sim.execution import (
     follow_joint_trajectory,
     poses_to_joints,
 )
-from jflow.sim.grasping import GraspGeometry, grasp_spec
+from jflow.sim.grasping import GraspGeometry, grasp_spec, on_approach_line, pre_grasp_pose
 from jflow.sim.kinematics import PandaKinematics, pose_matrix, pose_wxyz_xyz
 from jflow.sim.oracle import DemoOracle, demo_endpoints
 
@@ -213,3 +213,28 @@ def test_pose_plans_from_wxyz_xyz_poses_are_tracked(env, kin):
     reached = kin.forward(rollout.final_state.qpos[:7])
     assert np.linalg.norm(reached[:3, 3] - goal[:3, 3]) < 0.005
     assert rollout.final_state.qpos[7:9].sum() < 0.005  # closed on nothing: shut
+
+
+def test_on_approach_line_bounds():
+    # A grasp approached along world -y (its z axis), 10 cm pre-grasp distance.
+    grasp = np.eye(4)
+    grasp[:3, :3] = np.array([[1.0, 0.0, 0.0], [0.0, 0.0, -1.0], [0.0, 1.0, 0.0]])
+    grasp[:3, 3] = [0.3, 0.6, 1.9]
+    pre = pre_grasp_pose(grasp, 0.10)
+    open_ = GRIPPER_OPEN
+
+    def at(fraction, lateral=0.0):
+        ee = grasp.copy()
+        ee[:3, 3] = pre[:3, 3] + fraction * (grasp[:3, 3] - pre[:3, 3]) + lateral * grasp[:3, 0]
+        return ee
+
+    assert all(on_approach_line(at(f), open_, grasp, 0.10) for f in (0.0, 0.5, 1.0))
+    assert on_approach_line(at(0.5, lateral=0.009), open_, grasp, 0.10)
+    assert not on_approach_line(at(0.5, lateral=0.011), open_, grasp, 0.10)  # 1.1 cm off
+    assert not on_approach_line(at(-0.2), open_, grasp, 0.10)  # 2 cm behind the pre-grasp
+    assert not on_approach_line(at(1.1), open_, grasp, 0.10)  # 1 cm past the grasp
+    assert not on_approach_line(at(0.5), open_ - 0.02, grasp, 0.10)  # hand not open
+    turned = at(0.5)
+    c, s = np.cos(0.15), np.sin(0.15)
+    turned[:3, :3] = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]]) @ grasp[:3, :3]
+    assert not on_approach_line(turned, open_, grasp, 0.10)  # turned 0.15 rad

@@ -46,7 +46,7 @@ from jflow.errors import ConfigError, JflowError
 from jflow.flow.records import ObjectFlow
 from jflow.sim.env import KitchenEnv, KitchenState
 from jflow.sim.execution import GRIPPER_OPEN, PosePlan
-from jflow.sim.kinematics import PandaKinematics, as_pose_matrices, rotation_error
+from jflow.sim.kinematics import PandaKinematics, as_pose_matrices
 
 STAGES = ("plan_check", "grasp", "trajectory", "reach", "flow")
 """Where a plan can fail: the plan check rejected every flow, no grasp candidate is reachable
@@ -220,18 +220,11 @@ class FlowAgent:
         )
 
     def _on_approach_line(self, state: KitchenState, grasp: np.ndarray) -> bool:
-        """The open hand is on the straight line from the pre-grasp pose to ``grasp``, turned
-        like it (so an interrupted approach goes on instead of starting again)."""
+        """The open hand is on the approach line to ``grasp`` (:func:`on_approach_line`)."""
+        from jflow.sim.grasping import on_approach_line
+
         ee = self.geometry.ee_pose(state.qpos)
-        if float(state.qpos[7:9].sum()) < GRIPPER_OPEN - 0.01:
-            return False
-        if np.linalg.norm(rotation_error(grasp[:3, :3], ee[:3, :3])) > 0.1:
-            return False
-        offset = grasp[:3, :3].T @ (ee[:3, 3] - grasp[:3, 3])
-        return (
-            float(np.linalg.norm(offset[:2])) < 0.01
-            and -self.config.pre_grasp - 0.01 < offset[2] < 0.005
-        )
+        return on_approach_line(ee, float(state.qpos[7:9].sum()), grasp, self.config.pre_grasp)
 
     def _verifier(self):
         if not self.method.plan_check:

@@ -252,11 +252,6 @@ class KitchenWorld:
 _WORLDS: dict[int, KitchenWorld] = {}
 
 
-def _close_world(world: KitchenWorld) -> None:
-    """Free a cached world's GL context at interpreter exit (registered in :func:`get_world`)."""
-    world.close()
-
-
 def get_world(resolution: int = 128) -> KitchenWorld:
     """A module-cached :class:`KitchenWorld` per resolution (one renderer each)."""
     width, _ = check_resolution(resolution)
@@ -266,7 +261,7 @@ def get_world(resolution: int = 128) -> KitchenWorld:
         # Registered after the world exists, so after MuJoCo registered eglTerminate when it
         # opened the EGL display: exit handlers run last-in first-out, so this one frees the
         # GL context while the display is still up.
-        atexit.register(_close_world, world)
+        atexit.register(world.close)
     return _WORLDS[width]
 
 

@@ -43,7 +43,7 @@ from jflow.robots.panda import BASE_POS
 from jflow.sim import kitchen_constants as kc
 from jflow.sim.env import KitchenEnv, KitchenState
 from jflow.sim.execution import GRIPPER_CLOSED, GRIPPER_OPEN, PosePlan
-from jflow.sim.kinematics import PandaKinematics, as_pose_matrices
+from jflow.sim.kinematics import PandaKinematics, as_pose_matrices, rotation_error
 from jflow.sim.model import home_qpos
 from jflow.sim.tasks import get_task
 
@@ -282,6 +282,26 @@ def pre_grasp_pose(grasp: Float[np.ndarray, "4 4"], distance: float) -> Float[np
     pre = np.asarray(grasp, np.float64).copy()
     pre[:3, 3] -= distance * pre[:3, 2]
     return pre
+
+
+def on_approach_line(
+    ee: Float[np.ndarray, "4 4"],
+    finger_opening: float,
+    grasp: Float[np.ndarray, "4 4"],
+    pre_grasp: float,
+) -> bool:
+    """Whether an open hand at ``ee`` (``world_from_ee``; ``finger_opening`` the sum of the two
+    finger joints, m) lies on the straight line from the pre-grasp pose (``pre_grasp`` m back
+    along the approach axis) to ``grasp``, turned like it: within 1 cm of the line, 0.1 rad of
+    the grasp's rotation, and between 1 cm before the pre-grasp pose and 5 mm past the grasp.
+    An interrupted approach then goes on (:func:`approach_plan` with ``start``) instead of
+    starting again."""
+    if finger_opening < GRIPPER_OPEN - 0.01:
+        return False
+    if np.linalg.norm(rotation_error(grasp[:3, :3], ee[:3, :3])) > 0.1:
+        return False
+    offset = grasp[:3, :3].T @ (ee[:3, 3] - grasp[:3, 3])
+    return float(np.linalg.norm(offset[:2])) < 0.01 and -pre_grasp - 0.01 < offset[2] < 0.005
 
 
 def approach_plan(

@@ -20,16 +20,17 @@ import numpy as np
 
 from jflow.sim.demos import object_trajectory, sample_endpoints
 from jflow.sim.env import KitchenEnv, KitchenState
-from jflow.sim.execution import GRIPPER_OPEN, PosePlan
+from jflow.sim.execution import PosePlan
 from jflow.sim.grasping import (
     GraspGeometry,
     approach_plan,
     carry_and_release,
     concat_plans,
     grasp_spec,
+    on_approach_line,
     select_grasp,
 )
-from jflow.sim.kinematics import PandaKinematics, as_pose_matrices, rotation_error
+from jflow.sim.kinematics import PandaKinematics, as_pose_matrices
 from jflow.sim.tasks import get_task
 
 
@@ -135,13 +136,7 @@ class DemoOracle:
 
     def _on_approach_line(self, state: KitchenState, grasp: np.ndarray) -> bool:
         ee = self.geometry.ee_pose(state.qpos)
-        if float(state.qpos[7:9].sum()) < GRIPPER_OPEN - 0.01:
-            return False
-        if np.linalg.norm(rotation_error(grasp[:3, :3], ee[:3, :3])) > 0.1:
-            return False
-        offset = grasp[:3, :3].T @ (ee[:3, 3] - grasp[:3, 3])
-        lateral = float(np.linalg.norm(offset[:2]))
-        return lateral < 0.01 and -self.spec.pre_grasp - 0.01 < offset[2] < 0.005
+        return on_approach_line(ee, float(state.qpos[7:9].sum()), grasp, self.spec.pre_grasp)
 
     def _within_reach(
         self, state: KitchenState, approach: PosePlan | None, carry: np.ndarray
