@@ -7,11 +7,20 @@ record file cannot execute code), and readable with plain ``numpy.load``.
 from __future__ import annotations
 
 import io
+import threading
 import zipfile
 
 import numpy as np
 
 from jflow.errors import DataError
+
+_DECODE_LOCK = threading.Lock()
+"""Serialises :func:`decode_record`. numpy parses each array header with ``ast.literal_eval``,
+and CPython 3.11 (3.11.7 here) can fail with ``SystemError: AST constructor recursion depth
+mismatch`` when several threads build ASTs at once (its AST depth bookkeeping, CPython issues
+106905 and 95185): it stopped a training run here at step 180, with grain's reader threads
+decoding records in parallel. Decoding one record
+takes about a millisecond, so the lock costs the pipeline nothing measurable."""
 
 
 def encode_record(arrays: dict[str, np.ndarray]) -> bytes:
@@ -30,7 +39,7 @@ def encode_record(arrays: dict[str, np.ndarray]) -> bytes:
 def decode_record(data: bytes, source: str = "<bytes>") -> dict[str, np.ndarray]:
     """Inverse of :func:`encode_record`; ``source`` names the file in error messages."""
     try:
-        with np.load(io.BytesIO(data), allow_pickle=False) as npz:
+        with _DECODE_LOCK, np.load(io.BytesIO(data), allow_pickle=False) as npz:
             return {key: npz[key] for key in npz.files}
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as err:
         raise DataError(f"a record in {source} is corrupt: {err}") from err
