@@ -98,6 +98,8 @@ def test_truncated_shard_error_names_the_file(kitchen, tmp_path):
         ({"frames": 1}, ConfigError, "frames must be >= 2"),
         ({"tasks": ()}, ConfigError, "no tasks given"),
         ({"camera": "top"}, UnknownNameError, "unknown camera 'top'"),
+        ({"start_spread": -1.0}, ConfigError, "start_spread must be a finite number >= 0"),
+        ({"start_spread": float("nan")}, ConfigError, "start_spread must be a finite number"),
         (
             {"kind": "robot", "tasks": ("turn_on_light",)},
             ConfigError,

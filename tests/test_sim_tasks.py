@@ -73,3 +73,28 @@ def test_forward_and_reverse_pairs():
     assert len(reverses) >= 5
     for task in reverses:
         assert get_task(task.reverse_of).goal == task.start
+
+
+def test_start_spread_widens_only_the_start():
+    from jflow.sim.demos import sample_endpoints
+    from jflow.sim.model import load_kitchen
+
+    kitchen = load_kitchen()
+    task = get_task("move_kettle_to_top_right_burner")
+
+    def draws(spread: float) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(3)
+        pairs = [sample_endpoints(kitchen, task, rng, True, spread) for _ in range(200)]
+        return np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs])
+
+    start1, goal1 = draws(1.0)
+    start4, goal4 = draws(4.0)
+    # The same random stream: the goals are identical, the start offsets exactly 4x as wide.
+    np.testing.assert_allclose(goal4, goal1)
+    np.testing.assert_allclose(start4[:, :2] - task.start[:2], 4 * (start1[:, :2] - task.start[:2]))
+    assert np.ptp(start4[:, 0]) > 0.1  # up to +-6 cm
+    # spread 1 is the task's own noise, bit for bit.
+    rng = np.random.default_rng(3)
+    np.testing.assert_array_equal(sample_endpoints(kitchen, task, rng, True)[0], start1[0])
+    with pytest.raises(ConfigError, match="start_spread"):
+        sample_endpoints(kitchen, task, np.random.default_rng(0), True, -1.0)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import mujoco
 import numpy as np
 
-from jflow.errors import SimulationError
+from jflow.errors import ConfigError, SimulationError
 from jflow.sim import kitchen_constants as kc
 from jflow.sim.model import KitchenModel
 from jflow.sim.tasks import Task
@@ -51,17 +51,30 @@ def _yaw_quat(yaw: float) -> np.ndarray:
 
 
 def sample_endpoints(
-    kitchen: KitchenModel, task: Task, rng: np.random.Generator, randomize: bool
+    kitchen: KitchenModel,
+    task: Task,
+    rng: np.random.Generator,
+    randomize: bool,
+    start_spread: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Start and end qpos values ``[k]`` of the task's joints (randomised within the regions)."""
+    """Start and end qpos values ``[k]`` of the task's joints (randomised within the regions).
+
+    ``start_spread`` multiplies the task's start noise (``Task.start_noise``; the goal noise
+    stays): above 1 the object starts in a visibly different state from episode to episode
+    (a door already ajar, the kettle shifted and turned), which the first frame shows.
+    """
+    if not start_spread >= 0:
+        raise ConfigError(f"start_spread must be >= 0, got {start_spread}")
     start = np.asarray(task.start, np.float64).copy()
     goal = np.asarray(task.goal, np.float64).copy()
     if task.is_free_body:
         start[3:] = _quat_normalize(start[3:])
         goal[3:] = _quat_normalize(goal[3:])
     if randomize:
-        for values, noise in ((start, task.start_noise), (goal, task.goal_noise)):
-            noise = np.asarray(noise)
+        for values, noise in (
+            (start, np.asarray(task.start_noise) * start_spread),
+            (goal, np.asarray(task.goal_noise)),
+        ):
             if task.is_free_body:
                 values[:2] += rng.uniform(-1, 1, 2) * noise[:2]
                 yaw = rng.uniform(-1, 1) * noise[6] * 5.0

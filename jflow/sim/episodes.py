@@ -134,12 +134,16 @@ class KitchenWorld:
         camera: str = "front",
         num_points: int = 256,
         randomize: bool = True,
+        start_spread: float = 1.0,
     ) -> KitchenEpisode:
         """Render one demonstration of ``task_id`` (see :class:`KitchenEpisode`).
 
         ``kind="human"``: the object moves by itself, robot hidden. ``kind="robot"``: a scripted
         robot holds the handle (only tasks with ``supports_robot_demo``). ``randomize=False``
         gives nominal object states, camera, light (textures are still drawn from the seed).
+        ``start_spread`` widens the random start state of the object (1: the task's own start
+        noise; see :func:`jflow.sim.demos.sample_endpoints`); the same seed draws the same
+        episode otherwise.
         """
         task = get_task(task_id)
         if kind not in KINDS:
@@ -171,7 +175,7 @@ class KitchenWorld:
             ),
         )
 
-        start, goal = sample_endpoints(self.kitchen, task, rng, randomize)
+        start, goal = sample_endpoints(self.kitchen, task, rng, randomize, start_spread)
         values = object_trajectory(task, start, goal, frames, rng if randomize else None)
         idx = self.kitchen.qpos_indices(task.joints)
         base = randomized_scene_qpos(self.kitchen, task, self._home, rng, randomize)
