@@ -218,3 +218,22 @@ def test_preconditioning_unit_variance_and_exact_oracle():
     del old["precondition"], old["visibility_weight"]
     legacy = ObjectiveConfig.from_dict(old)
     assert (legacy.precondition, legacy.visibility_weight) == (False, 1.0)
+
+
+def test_time_shift_moves_training_times_towards_noise():
+    from jflow.models.objectives import shifted_time
+
+    u = jnp.linspace(0.0, 1.0, 101)
+    np.testing.assert_array_equal(np.asarray(shifted_time(u, 1.0)), np.asarray(u))
+    t = np.asarray(shifted_time(u, 3.0))
+    assert t[0] == 0.0 and t[-1] == pytest.approx(1.0)
+    assert np.all(np.diff(t) > 0)  # monotone
+    assert t[50] == pytest.approx(0.75)  # k / (1 + k)
+    # Uniform u: the share of times above 1/2 grows from 50% to 75% with k = 3.
+    draws = np.asarray(shifted_time(jax.random.uniform(jax.random.key(0), (20000,)), 3.0))
+    assert abs(float((draws > 0.5).mean()) - 0.75) < 0.01
+    with pytest.raises(ConfigError, match="time_shift"):
+        ObjectiveConfig(time_shift=0.0)
+    legacy = ObjectiveConfig().to_dict()
+    del legacy["time_shift"]
+    assert ObjectiveConfig.from_dict(legacy).time_shift == 1.0

@@ -75,6 +75,11 @@ class ObjectiveConfig:
     error dominates the loss (kitchen: MSE 0.55 against 0.04 for the positions), but the
     planner needs the predicted visibility: a 30-minute run at 0.25 predicted too few visible
     points for slide-cabinet and kettle plans (docs/pipeline.md), so the default stays 1."""
+    time_shift: float = 1.0
+    """Flow matching: training times are drawn as ``t = k u / (1 + (k - 1) u)`` with ``u``
+    uniform in [0, 1] and ``k = time_shift`` (Esser et al. 2024's shift). 1 is uniform; above 1
+    more of the batch lands at high noise, where the network learns the conditional mean that a
+    point estimate and the first sampling steps rest on."""
     default_sampler: str = ""
     """Sampler used when ``sample(..., sampler=None)``; empty = ``"ddim"`` for DDPM objectives,
     ``"euler"`` for flow matching."""
@@ -106,6 +111,8 @@ class ObjectiveConfig:
             raise ConfigError(f"sigma_data must be > 0, got {self.sigma_data}")
         if not self.visibility_weight >= 0:
             raise ConfigError(f"visibility_weight must be >= 0, got {self.visibility_weight}")
+        if not (self.time_shift > 0 and self.time_shift < float("inf")):
+            raise ConfigError(f"time_shift must be a finite number > 0, got {self.time_shift}")
         if self.default_sampler and self.default_sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.default_sampler, SAMPLERS)
         if self.default_steps < 0:

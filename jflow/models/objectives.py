@@ -198,6 +198,14 @@ def flow_velocity(
     return (z - output) / _bcast(jnp.maximum(t, 1e-4))
 
 
+def shifted_time(u: Float[Array, " B"], shift: float) -> Float[Array, " B"]:
+    """``k u / (1 + (k - 1) u)`` (``ObjectiveConfig.time_shift``): monotone on [0, 1], fixes
+    0 and 1, and ``u = 1/2`` maps to ``k / (1 + k)``."""
+    if shift == 1.0:
+        return u
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
 def _bcast(v: jax.Array) -> jax.Array:
     return v[:, None, None, None, None]
 
@@ -222,7 +230,7 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
     eps = jax.random.normal(k_eps, x0.shape, x0.dtype)
     n = obj.num_train_steps
     if obj.kind == "flow_matching":
-        t = jax.random.uniform(k_t, (b,))
+        t = shifted_time(jax.random.uniform(k_t, (b,)), obj.time_shift)
         xt = (1 - _bcast(t)) * x0 + _bcast(t) * eps
         target = x0 if obj.flow_prediction == "sample" else eps - x0
         pred = network_prediction(model(network_input(xt, t, obj), t * n, cond), xt, t, obj)

