@@ -145,8 +145,9 @@ class ObjectiveConfig:
         if isinstance(data, dict) and "flow_prediction" not in data:
             data = {**data, "flow_prediction": "velocity"}  # the only kind before the field
         if isinstance(data, dict):
-            # Saved before these fields existed: no preconditioning, equal channel weights.
-            data = {"precondition": False, "visibility_weight": 1.0, **data}
+            # Saved before these fields existed: no preconditioning, equal channel weights,
+            # uniform training times.
+            data = {"precondition": False, "visibility_weight": 1.0, "time_shift": 1.0, **data}
         return _from_dict(ObjectiveConfig, data)
 
 
