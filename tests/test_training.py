@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from jflow.errors import CheckpointError, DataError, ShapeError, TrainingError
+from jflow.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
 from jflow.models import TextEncoder
 from jflow.training.config import TrainConfig
 from jflow.training.tensorboard import read_metrics
@@ -202,3 +202,22 @@ def test_ema_decay_warms_up_to_its_maximum():
     # What a fixed decay would leave of the initial weights after 1000 steps, and what is left now.
     left = np.prod([1.0 - (1.0 - float(ema_decay_at(0.999, s))) for s in range(1000)])
     assert 0.999**1000 > 0.3 and left < 1e-2
+
+
+def test_objective_settings_reach_the_model_config(tmp_path):
+    config = TrainConfig(
+        data=tmp_path,
+        visibility_weight=0.5,
+        time_shift=3.0,
+        displacement_scale=6.0,
+        text_dropout=0.2,
+    )
+    objective = config.model_config(8, (8, 8)).objective
+    assert (
+        objective.visibility_weight,
+        objective.time_shift,
+        objective.displacement_scale,
+        objective.text_drop_prob,
+    ) == (0.5, 3.0, 6.0, 0.2)
+    with pytest.raises(ConfigError, match="displacement_scale"):
+        TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))

@@ -30,6 +30,9 @@ class TrainConfig:
     (``ObjectiveConfig.precondition``, docs/model.md)."""
     visibility_weight: float = 1.0
     """Loss weight of the visibility channel against 1 for (u, v, depth) (docs/model.md)."""
+    displacement_scale: float = 2.0
+    """Multiplies the normalised displacements the diffusion runs over
+    (``ObjectiveConfig.displacement_scale``, docs/model.md)."""
     time_shift: float = 1.0
     """Flow matching: shift the training times towards high noise (``ObjectiveConfig.time_shift``;
     1 = uniform)."""
@@ -104,6 +107,7 @@ class TrainConfig:
             precondition=self.precondition,
             visibility_weight=self.visibility_weight,
             time_shift=self.time_shift,
+            displacement_scale=self.displacement_scale,
             text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
