@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jflow.cli import main
-from jflow.data.kitchen_dataset import GenKitchenConfig, generate_kitchen_dataset
+from jflow.data.kitchen_dataset import GenKitchenConfig, generate_kitchen_dataset, summarize
 from jflow.data.pipeline import PipelineConfig, make_dataset
 from jflow.data.shards import ShardedDataSource
 from jflow.errors import ConfigError, DataError, OutputError, UnknownNameError
@@ -38,6 +38,8 @@ def test_manifest_describes_the_dataset(kitchen):
     assert len(manifest["normalization"]["mean"]) == 3
     assert all(s > 0 for s in manifest["normalization"]["std"])
     assert sum(s["num_records"] for s in manifest["shards"]) == 4
+    assert (manifest["generation"]["seed"], manifest["generation"]["start_spread"]) == (0, 1.0)
+    assert "seed 0, start spread 1.0" in summarize(manifest)
 
 
 def test_records_are_flow_clips_in_grid_order(kitchen):

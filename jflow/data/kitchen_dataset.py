@@ -227,6 +227,7 @@ def summarize(manifest: dict) -> str:
     gen = manifest["generation"]
     lines.append(
         f"generated in {gen['seconds']:.1f} s ({gen['seconds_per_episode']:.2f} s/episode) on {gen['machine']}"
+        f"; seed {gen.get('seed', '?')}, start spread {gen.get('start_spread', 1.0)}"
     )
     norm = manifest["normalization"]
     lines.append(
