@@ -57,15 +57,7 @@ class FirstFrameRidge:
             x = np.stack([c.points[0].ravel() for c in clips])
             y = np.stack([camera_displacement(c).ravel() for c in clips])
             x_mean, y_mean = x.mean(0), y.mean(0)
-            k = min(self.components, len(clips) - 1)
-            if k == 0:
-                self.fits[task] = (
-                    x_mean,
-                    y_mean,
-                    np.zeros((x.shape[1], 0)),
-                    np.zeros((0, y.shape[1])),
-                )
-                continue
+            k = min(self.components, len(clips) - 1)  # 0: the plain mean flow
             _, _, vt = np.linalg.svd(x - x_mean, full_matrices=False)
             basis = vt[:k].T
             z = (x - x_mean) @ basis

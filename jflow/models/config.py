@@ -16,6 +16,7 @@ Three presets:
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 from jflow.errors import ConfigError, UnknownNameError
@@ -111,7 +112,7 @@ class ObjectiveConfig:
             raise ConfigError(f"sigma_data must be > 0, got {self.sigma_data}")
         if not self.visibility_weight >= 0:
             raise ConfigError(f"visibility_weight must be >= 0, got {self.visibility_weight}")
-        if not (self.time_shift > 0 and self.time_shift < float("inf")):
+        if not (math.isfinite(self.time_shift) and self.time_shift > 0):
             raise ConfigError(f"time_shift must be a finite number > 0, got {self.time_shift}")
         if self.default_sampler and self.default_sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.default_sampler, SAMPLERS)

@@ -200,9 +200,7 @@ def flow_velocity(
 
 def shifted_time(u: Float[Array, " B"], shift: float) -> Float[Array, " B"]:
     """``k u / (1 + (k - 1) u)`` (``ObjectiveConfig.time_shift``): monotone on [0, 1], fixes
-    0 and 1, and ``u = 1/2`` maps to ``k / (1 + k)``."""
-    if shift == 1.0:
-        return u
+    0 and 1, maps ``u = 1/2`` to ``k / (1 + k)``, and is exactly ``u`` at ``k = 1``."""
     return shift * u / (1.0 + (shift - 1.0) * u)
 
 
