@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -84,6 +85,25 @@ def sampled_world_points(
         )
     camera = np.asarray(unproject(grid[..., :2], grid[..., 2], clip.intrinsics), np.float64)
     return clip.to_world(camera)
+
+
+def clips_conditioning(clips: Sequence[EvalClip], stats: FlowStats, text_encoder):
+    """The model's :class:`~jflow.models.Conditioning` for clips: instruction tokens, first
+    RGB-D frame and the normalised initial points (``stats``)."""
+    import jax.numpy as jnp
+
+    from jflow.flow.normalization import normalize_grid_numpy
+    from jflow.models import Conditioning
+
+    grids = normalize_grid_numpy(np.stack([c.grid for c in clips]), stats)
+    tokens, mask = text_encoder.encode([c.instruction for c in clips])
+    return Conditioning(
+        text_tokens=jnp.asarray(tokens),
+        text_mask=jnp.asarray(mask),
+        rgb=jnp.asarray(np.stack([c.rgb for c in clips])),
+        depth=jnp.asarray(np.stack([c.depth for c in clips])),
+        initial_points=jnp.asarray(grids[:, 0], jnp.float32),
+    )
 
 
 def anchor(
@@ -162,10 +182,8 @@ def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any
     """Run the evaluation, write ``eval_flow.json`` and ``eval_flow.md`` into
     ``config.out_dir`` and return the report (the JSON's content)."""
     import jax
-    import jax.numpy as jnp
 
-    from jflow.flow.normalization import normalize_grid_numpy
-    from jflow.models import FAST_COMPILE, Conditioning, sample
+    from jflow.models import FAST_COMPILE, sample
     from jflow.models.config import FlowModelConfig
     from jflow.training.trainer import load_trained_model, run_text_encoder
 
@@ -220,15 +238,7 @@ def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any
         tqdm(batches, desc="eval-flow", unit="batch", disable=not config.progress)
     ):
         padded = batch + [batch[-1]] * (b - len(batch))
-        grids = normalize_grid_numpy(np.stack([c.grid for c in padded]), stats)
-        tokens, mask = text.encode([c.instruction for c in padded])
-        cond = Conditioning(
-            text_tokens=jnp.asarray(tokens),
-            text_mask=jnp.asarray(mask),
-            rgb=jnp.asarray(np.stack([c.rgb for c in padded])),
-            depth=jnp.asarray(np.stack([c.depth for c in padded])),
-            initial_points=jnp.asarray(grids[:, 0], jnp.float32),
-        )
+        cond = clips_conditioning(padded, stats, text)
         t0 = time.perf_counter()
         out = sample(
             model,
