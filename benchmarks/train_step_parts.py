@@ -4,9 +4,10 @@ Part 1, one process: the full jitted train step of ``jflow train`` (conditioning
 dropout, loss, backward, clipping, AdamW, EMA; :func:`jflow.training.trainer.make_train_step`)
 on a synthetic batch shaped like the kitchen data (16 frames of a 16x16 grid, 128x128 RGB-D,
 16 MiniLM-width text tokens), for the default :class:`~jflow.models.FlowModelConfig` and for
-variants with one part removed: no motion modules, no spatial transformers on the levels. The
-variants run interleaved (one step each, round after round) so that they share the machine's
-load; each reports the median wall and CPU time and XLA's FLOP count of the compiled step.
+variants with one part removed: no motion modules on the levels, no spatial transformers on the
+levels (the middle block keeps both). The variants run interleaved (one step each, round after
+round) so that they share the machine's load; each reports the median wall and CPU time and
+XLA's FLOP count of the compiled step.
 
 Part 2, two child processes: the default step on one CPU device against the same global batch
 split over two emulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``,
@@ -108,7 +109,9 @@ def parts(repeats: int, batch_size: int) -> list[dict]:
     levels = len(base.channels)
     variants = {
         "default": base,
-        "no motion modules": dataclasses.replace(base, motion_levels=(False,) * levels),
+        "no motion modules on the levels": dataclasses.replace(
+            base, motion_levels=(False,) * levels
+        ),
         "no spatial transformers on the levels": dataclasses.replace(
             base, attention_levels=(False,) * levels
         ),
