@@ -83,9 +83,7 @@ def _compiled_step(config, batch_size: int, devices: int):
     started = time.perf_counter()
     compiled = step_fn.lower(state, batch, jnp.int32(0)).compile()
     compile_s = time.perf_counter() - started
-    cost = compiled.cost_analysis()
-    cost = cost[0] if isinstance(cost, list | tuple) else cost
-    flops = float(cost.get("flops", float("nan"))) if cost else float("nan")
+    flops = float(compiled.cost_analysis()["flops"])
     holder = {"state": state}
 
     def run(step: int) -> None:

@@ -22,7 +22,12 @@ from jflow.evaluation.baselines import (
 from jflow.evaluation.clips import load_eval_clips
 from jflow.evaluation.config import EvalFlowConfig
 from jflow.evaluation.direction import direction_cosine, direction_mask, paired_task_ids
-from jflow.evaluation.flow_eval import anchor, evaluate_flow, sampled_world_points
+from jflow.evaluation.flow_eval import (
+    anchor,
+    clips_conditioning,
+    evaluate_flow,
+    sampled_world_points,
+)
 from jflow.evaluation.report import format_markdown
 from jflow.flow.normalization import FlowStats, normalize_grid_numpy
 from jflow.metrics.flow3d import flow_errors
@@ -129,6 +134,23 @@ def test_sampled_grids_lift_back_to_the_ground_truth_world_points(train_clips, d
     # Anchoring keeps a prediction's displacements and puts them on the known initial points.
     shifted = lifted + np.array([0.3, -0.2, 0.1])
     assert np.abs(anchor(shifted, clip.points[0])[0] - clip.points).max() < 1e-4
+
+
+def test_clips_conditioning_holds_each_clips_first_frame_and_instruction(
+    train_clips, text_encoder, data
+):
+    stats = FlowStats.from_dict(read_manifest(data["train"])["normalization"])
+    clips = train_clips[:2]
+    cond = clips_conditioning(clips, stats, text_encoder)
+    tokens, mask = text_encoder.encode([c.instruction for c in clips])
+    for i, clip in enumerate(clips):
+        expected = normalize_grid_numpy(clip.grid[:1], stats)[0]
+        np.testing.assert_allclose(np.asarray(cond.initial_points[i]), expected, atol=1e-6)
+        np.testing.assert_array_equal(np.asarray(cond.rgb[i]), clip.rgb)
+        np.testing.assert_allclose(np.asarray(cond.depth[i]), clip.depth, atol=1e-6)
+    np.testing.assert_allclose(np.asarray(cond.text_tokens), tokens, atol=1e-6)
+    np.testing.assert_array_equal(np.asarray(cond.text_mask), mask)
+    assert cond.initial_points.shape == (2, *clips[0].grid.shape[1:])
 
 
 def test_direction_cosine_and_paired_tasks(train_clips):

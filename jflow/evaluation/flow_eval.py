@@ -89,21 +89,17 @@ def sampled_world_points(
 
 def clips_conditioning(clips: Sequence[EvalClip], stats: FlowStats, text_encoder):
     """The model's :class:`~jflow.models.Conditioning` for clips: instruction tokens, first
-    RGB-D frame and the normalised initial points (``stats``)."""
-    import jax.numpy as jnp
-
+    RGB-D frame and the initial points, normalised with ``stats`` (as a training batch is)."""
     from jflow.flow.normalization import normalize_grid_numpy
-    from jflow.models import Conditioning
+    from jflow.models import conditioning_from_batch
 
-    grids = normalize_grid_numpy(np.stack([c.grid for c in clips]), stats)
-    tokens, mask = text_encoder.encode([c.instruction for c in clips])
-    return Conditioning(
-        text_tokens=jnp.asarray(tokens),
-        text_mask=jnp.asarray(mask),
-        rgb=jnp.asarray(np.stack([c.rgb for c in clips])),
-        depth=jnp.asarray(np.stack([c.depth for c in clips])),
-        initial_points=jnp.asarray(grids[:, 0], jnp.float32),
-    )
+    first = np.stack([c.grid[:1] for c in clips])  # Only frame 0 is conditioning.
+    batch = {
+        "flow": normalize_grid_numpy(first, stats),
+        "rgb": np.stack([c.rgb for c in clips]),
+        "depth": np.stack([c.depth for c in clips]),
+    }
+    return conditioning_from_batch(batch, *text_encoder.encode([c.instruction for c in clips]))
 
 
 def anchor(
