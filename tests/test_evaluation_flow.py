@@ -151,6 +151,8 @@ def test_clips_conditioning_holds_each_clips_first_frame_and_instruction(
     np.testing.assert_allclose(np.asarray(cond.text_tokens), tokens, atol=1e-6)
     np.testing.assert_array_equal(np.asarray(cond.text_mask), mask)
     assert cond.initial_points.shape == (2, *clips[0].grid.shape[1:])
+    with pytest.raises(DataError, match="at least one clip"):
+        clips_conditioning([], stats, text_encoder)
 
 
 def test_direction_cosine_and_paired_tasks(train_clips):

@@ -93,6 +93,8 @@ def clips_conditioning(clips: Sequence[EvalClip], stats: FlowStats, text_encoder
     from jflow.flow.normalization import normalize_grid_numpy
     from jflow.models import conditioning_from_batch
 
+    if not clips:
+        raise DataError("clips_conditioning needs at least one clip")
     first = np.stack([c.grid[:1] for c in clips])  # Only frame 0 is conditioning.
     batch = {
         "flow": normalize_grid_numpy(first, stats),
