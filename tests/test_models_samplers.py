@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from jflow.errors import ConfigError
+from jflow.errors import ConfigError, UnknownNameError
 from jflow.models import (
     FAST_COMPILE,
     ObjectiveConfig,
@@ -237,3 +237,38 @@ def test_time_shift_moves_training_times_towards_noise():
     legacy = ObjectiveConfig().to_dict()
     del legacy["time_shift"]
     assert ObjectiveConfig.from_dict(legacy).time_shift == 1.0
+
+
+def test_pseudo_huber_point_loss_weighs_points_by_error_norm():
+    from jflow.models.objectives import prediction_loss
+
+    target = jnp.zeros((1, 2, 1, 2, 4))
+    # Point 0 errs by (3, 4, 0) * s on both frames, point 1 by nothing; visibility exact.
+    pred = target.at[:, :, 0, 0, :2].set(jnp.array([3.0, 4.0]))
+    c = 0.03
+    huber = ObjectiveConfig(point_loss="pseudo_huber", huber_c=c, visibility_weight=2.0)
+    mse = ObjectiveConfig(visibility_weight=2.0)
+    for s in (0.001, 1.0, 10.0):
+        got = float(prediction_loss(s * pred, target, huber))
+        per_point = np.sqrt((5.0 * s) ** 2 + c**2) - c  # point 0; point 1 adds 0
+        assert got == pytest.approx(per_point / 2 / 3.0, rel=1e-5)  # mean of 2 points, 1 + w
+        # 2 frames x 25 s^2 over 16 entries, divided by the mean weight 5/4.
+        expected_mse = 2 * (5.0 * s) ** 2 / 16 / 1.25
+        assert float(prediction_loss(s * pred, target, mse)) == pytest.approx(
+            expected_mse, rel=1e-5
+        )
+    # Large errors: linear in the error (a 10x error costs ~10x), squared under the MSE.
+    ratio = float(prediction_loss(10 * pred, target, huber) / prediction_loss(pred, target, huber))
+    assert 10.0 < ratio < 10.1  # (50 - c) / (5 - c)
+    mse_ratio = prediction_loss(10 * pred, target, mse) / prediction_loss(pred, target, mse)
+    assert float(mse_ratio) == pytest.approx(100.0, rel=1e-5)
+    # Visibility keeps its weighted squared error.
+    vis = target.at[..., 3].set(0.5)
+    assert float(prediction_loss(vis, target, huber)) == pytest.approx(2.0 * 0.25 / 3.0)
+    with pytest.raises(UnknownNameError, match="point loss"):
+        ObjectiveConfig(point_loss="l1")
+    with pytest.raises(ConfigError, match="huber_c"):
+        ObjectiveConfig(point_loss="pseudo_huber", huber_c=0.0)
+    legacy = ObjectiveConfig().to_dict()
+    del legacy["point_loss"]
+    assert ObjectiveConfig.from_dict(legacy).point_loss == "mse"

@@ -185,6 +185,26 @@ def channel_weights(config: ObjectiveConfig, channels: int) -> jax.Array:
     return jnp.asarray([1.0] * 3 + [config.visibility_weight] * (channels - 3), jnp.float32)
 
 
+def prediction_loss(
+    pred: Float[Array, "B T h w C"], target: Float[Array, "B T h w C"], config: ObjectiveConfig
+) -> Float[Array, ""]:
+    """The training loss between a prediction and its target (``config.point_loss``).
+
+    ``"mse"``: the channel-weighted mean of the squared errors, normalised by the mean weight.
+    ``"pseudo_huber"``: per point and frame, ``sqrt(|e_uvd|^2 + c^2) - c`` of the (u, v, depth)
+    error plus the weighted squared visibility error, averaged and divided by ``1 +
+    visibility_weight`` (the position term counts as one weight-1 channel).
+    """
+    err = (pred - target) ** 2
+    weights = channel_weights(config, err.shape[-1])
+    if config.point_loss == "mse":
+        return (err * weights).mean() / weights.mean()
+    c = config.huber_c
+    position = jnp.sqrt(err[..., :3].sum(-1) + c**2) - c
+    visible = (err[..., 3:] * weights[3:]).sum(-1)
+    return (position + visible).mean() / (1.0 + weights[3:].sum())
+
+
 def flow_velocity(
     output: jax.Array, z: jax.Array, t: jax.Array, config: ObjectiveConfig
 ) -> jax.Array:
@@ -214,7 +234,9 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
     ``batch`` holds ``flow [B,T,h,w,4]`` (normalised), ``text_tokens [B,L,D]``,
     ``text_mask [B,L]``, ``rgb [B,H,W,3]``, ``depth [B,H,W]``; ``rng`` is a JAX key. The
     objective is ``model.config.objective``; the loss is the channel-weighted mean of the
-    squared errors (``ObjectiveConfig.visibility_weight``), normalised by the mean weight.
+    squared errors (``ObjectiveConfig.visibility_weight``), normalised by the mean weight, or
+    with ``point_loss="pseudo_huber"`` one pseudo-Huber term per point for its (u, v, depth)
+    error next to the weighted squared visibility error.
     Returns ``(loss, metrics)`` with metrics
     ``loss``, ``mse_uv``, ``mse_depth``, ``mse_visible`` and ``text_kept`` (fraction).
     """
@@ -240,8 +262,7 @@ def loss_fn(model: nnx.Module, batch: dict, rng: jax.Array) -> tuple[jax.Array, 
         target = eps if obj.kind == "ddpm_eps" else jnp.sqrt(abar) * eps - jnp.sqrt(1 - abar) * x0
         pred = model(xt, t_int.astype(jnp.float32), cond)
     err = (pred - target) ** 2
-    weights = channel_weights(obj, err.shape[-1])
-    loss = (err * weights).mean() / weights.mean()
+    loss = prediction_loss(pred, target, obj)
     metrics = {
         "loss": loss,
         "mse_uv": err[..., :2].mean(),

