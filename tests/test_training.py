@@ -211,13 +211,24 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         time_shift=3.0,
         displacement_scale=6.0,
         text_dropout=0.2,
+        point_loss="pseudo_huber",
+        huber_c=0.1,
+        motion_levels=(False, True),
     )
-    objective = config.model_config(8, (8, 8)).objective
+    model_config = config.model_config(8, (8, 8))
+    objective = model_config.objective
     assert (
         objective.visibility_weight,
         objective.time_shift,
         objective.displacement_scale,
         objective.text_drop_prob,
-    ) == (0.5, 3.0, 6.0, 0.2)
+        objective.point_loss,
+        objective.huber_c,
+    ) == (0.5, 3.0, 6.0, 0.2, "pseudo_huber", 0.1)
+    assert [model_config.motion_at(level) for level in (0, 1)] == [False, True]
+    default = TrainConfig(data=tmp_path).model_config(8, (8, 8))
+    assert [default.motion_at(level) for level in (0, 1)] == [True, True]
     with pytest.raises(ConfigError, match="displacement_scale"):
         TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))
+    with pytest.raises(ConfigError, match="motion_levels"):
+        TrainConfig(data=tmp_path, motion_levels=(True,)).model_config(8, (8, 8))

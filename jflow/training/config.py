@@ -22,6 +22,9 @@ class TrainConfig:
     """The run folder: checkpoints, TensorBoard events, metrics.jsonl, config.json."""
     model: Literal["default", "tiny", "large"] = "default"
     """The architecture preset (docs/model.md)."""
+    motion_levels: tuple[bool, ...] = ()
+    """Override the preset's levels with motion modules, one entry per level (the middle block
+    always has one); empty = the preset's (every level)."""
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
@@ -117,7 +120,11 @@ class TrainConfig:
             text_drop_prob=self.text_dropout,
         )
         return dataclasses.replace(
-            preset, num_frames=num_frames, grid_hw=tuple(grid_hw), objective=objective
+            preset,
+            num_frames=num_frames,
+            grid_hw=tuple(grid_hw),
+            objective=objective,
+            motion_levels=tuple(self.motion_levels) or preset.motion_levels,
         )
 
     def to_dict(self) -> dict[str, Any]:
