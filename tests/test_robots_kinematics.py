@@ -94,17 +94,3 @@ def test_joint_limit_margin():
     margin = np.asarray(joint_limit_margin(jnp.asarray(q)))
     assert margin[0] > 0.5
     np.testing.assert_allclose(margin[1:], [0.01, -0.02], atol=1e-6)
-
-
-def test_small_matmul_and_the_dls_linear_algebra_match_numpy():
-    from jflow.robots.kinematics import small_matmul, solve_spd6
-
-    rng = np.random.default_rng(0)
-    a, b = rng.normal(size=(6, 7)), rng.normal(size=(7, 6))
-    np.testing.assert_allclose(
-        np.asarray(small_matmul(jnp.asarray(a), jnp.asarray(b))), a @ b, rtol=1e-5, atol=1e-5
-    )
-    spd = a @ a.T + 0.05**2 * np.eye(6)
-    y = rng.normal(size=6)
-    x = np.asarray(solve_spd6(jnp.asarray(spd, jnp.float32), jnp.asarray(y, jnp.float32)))
-    np.testing.assert_allclose(x, np.linalg.solve(spd, y), rtol=1e-3, atol=1e-4)

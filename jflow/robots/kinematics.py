@@ -175,18 +175,11 @@ def solve_spd6(a: Float[Array, "6 6"], b: Float[Array, " 6"]) -> Float[Array, " 
     return jnp.stack(x)
 
 
-def small_matmul(a: Float[Array, "m k"], b: Float[Array, "k n"]) -> Float[Array, "m n"]:
-    """``a @ b`` for tiny matrices as broadcast products and a sum. Under ``vmap`` XLA fuses
-    these with their neighbours; a batched ``dot`` of 6x7 matrices is instead a separate kernel
-    that loops over the batch on CPU (``benchmarks/reachability.py``)."""
-    return jnp.sum(a[:, :, None] * b[None, :, :], axis=1)
-
-
 def pose_error(
     state: ArmState, target_pos: Float[Array, " 3"], target_rot: Float[Array, "3 3"]
 ) -> tuple[Float[Array, " 3"], Float[Array, " 3"]]:
     """``(p* - p, log(R* R^T))``: the position (m) and rotation (rad, world frame) errors."""
-    return target_pos - state.position, rotation_log(small_matmul(target_rot, state.rotation.T))
+    return target_pos - state.position, rotation_log(target_rot @ state.rotation.T)
 
 
 def dls_step(
@@ -210,8 +203,7 @@ def dls_step(
     dp, dr = pose_error(state, target_pos, target_rot)
     err = jnp.concatenate([dp, dr]) * w
     jw = geometric_jacobian(state) * w[:, None]
-    a = small_matmul(jw, jw.T) + damping**2 * jnp.eye(6, dtype=q.dtype)
-    dq = jnp.sum(jw * solve_spd6(a, err)[:, None], axis=0)  # J^T y
+    dq = jw.T @ solve_spd6(jw @ jw.T + damping**2 * jnp.eye(6, dtype=q.dtype), err)
     norm = jnp.linalg.norm(dq)
     dq = dq * jnp.minimum(1.0, max_step / jnp.maximum(norm, 1e-12))
     return jnp.clip(q + dq, lower, upper)
@@ -238,6 +230,5 @@ __all__ = [
     "point_jacobian",
     "pose_error",
     "rotation_log",
-    "small_matmul",
     "solve_spd6",
 ]
