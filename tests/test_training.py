@@ -232,3 +232,29 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))
     with pytest.raises(ConfigError, match="motion_levels"):
         TrainConfig(data=tmp_path, motion_levels=(True,)).model_config(8, (8, 8))
+
+
+def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defaults(tmp_path):
+    from jflow.training.trainer import _check_run_config
+
+    config = TrainConfig(data=tmp_path, out=tmp_path / "run", motion_levels=(False, True))
+    model_config = config.model_config(8, (8, 8))
+    run = tmp_path / "run"
+    run.mkdir()
+    _check_run_config(run, config, model_config)  # writes config.json
+    saved = json.loads((run / "config.json").read_text())
+    assert saved["train"] == config.to_dict()  # tuples saved as lists compare equal
+    assert saved["train"]["motion_levels"] == [False, True]
+    _check_run_config(run, config, model_config)  # the same settings resume
+
+    # A run saved before point_loss, huber_c and motion_levels existed.
+    plain = TrainConfig(data=tmp_path, out=run)
+    old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
+    for key in ("point_loss", "huber_c", "motion_levels"):
+        del old["train"][key]
+    (run / "config.json").write_text(json.dumps(old))
+    _check_run_config(run, plain, plain.model_config(8, (8, 8)))
+    (run / "config.json").write_text(json.dumps(old))
+    changed = dataclasses.replace(plain, point_loss="pseudo_huber")
+    with pytest.raises(CheckpointError, match="point_loss: 'mse' -> 'pseudo_huber'"):
+        _check_run_config(run, changed, changed.model_config(8, (8, 8)))

@@ -128,8 +128,23 @@ class TrainConfig:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """JSON-ready values (paths as strings, tuples as lists), so that a config compares
+        equal to its own saved ``config.json``."""
+
+        def plain(v):
+            if isinstance(v, Path):
+                return str(v)
+            return list(v) if isinstance(v, tuple) else v
+
+        return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
+
+    @staticmethod
+    def default_values() -> dict[str, Any]:
+        """:meth:`to_dict` values of the fields that have defaults (``data`` has none)."""
         return {
-            k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(self).items()
+            f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
+            for f in dataclasses.fields(TrainConfig)
+            if f.default is not dataclasses.MISSING and not isinstance(f.default, Path)
         }
 
 

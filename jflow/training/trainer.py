@@ -281,10 +281,12 @@ def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowMode
     current = {"train": config.to_dict(), "model": model_config.to_dict()}
     if path.is_file():
         saved = json.loads(path.read_text())
+        # A field added after the run was saved reads as its default there.
+        saved_train = {**TrainConfig.default_values(), **saved["train"]}
         diffs = [
-            f"{k}: {saved['train'].get(k)!r} -> {v!r}"
+            f"{k}: {saved_train.get(k)!r} -> {v!r}"
             for k, v in current["train"].items()
-            if k not in RESUMABLE_FIELDS and saved["train"].get(k) != v
+            if k not in RESUMABLE_FIELDS and saved_train.get(k) != v
         ]
         diffs += config_diff(saved["model"], model_config)
         if diffs:
