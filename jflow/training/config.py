@@ -138,15 +138,6 @@ class TrainConfig:
 
         return {k: plain(v) for k, v in dataclasses.asdict(self).items()}
 
-    @staticmethod
-    def default_values() -> dict[str, Any]:
-        """:meth:`to_dict` values of the fields that have defaults (``data`` has none)."""
-        return {
-            f.name: (list(f.default) if isinstance(f.default, tuple) else f.default)
-            for f in dataclasses.fields(TrainConfig)
-            if f.default is not dataclasses.MISSING and not isinstance(f.default, Path)
-        }
-
 
 # Fields that may change between a run and its resumption without changing the results.
 RESUMABLE_FIELDS = {

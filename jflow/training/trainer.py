@@ -281,14 +281,15 @@ def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowMode
     current = {"train": config.to_dict(), "model": model_config.to_dict()}
     if path.is_file():
         saved = json.loads(path.read_text())
-        # A field added after the run was saved reads as its default there.
-        saved_train = {**TrainConfig.default_values(), **saved["train"]}
+        # Fields added after the run was saved read as their defaults there: the training
+        # settings' defaults, and the model's legacy values (FlowModelConfig.from_dict).
+        saved_train = {**TrainConfig(data=config.data).to_dict(), **saved["train"]}
         diffs = [
-            f"{k}: {saved_train.get(k)!r} -> {v!r}"
+            f"{k}: {saved_train[k]!r} -> {v!r}"
             for k, v in current["train"].items()
-            if k not in RESUMABLE_FIELDS and saved_train.get(k) != v
+            if k not in RESUMABLE_FIELDS and saved_train[k] != v
         ]
-        diffs += config_diff(saved["model"], model_config)
+        diffs += config_diff(FlowModelConfig.from_dict(saved["model"]), model_config)
         if diffs:
             raise CheckpointError(
                 f"{run_dir} holds a run with another configuration; resume it with the same "
