@@ -214,6 +214,7 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         point_loss="pseudo_huber",
         huber_c=0.1,
         motion_levels=(False, True),
+        point_freqs=8,
     )
     model_config = config.model_config(8, (8, 8))
     objective = model_config.objective
@@ -228,10 +229,13 @@ def test_objective_settings_reach_the_model_config(tmp_path):
     assert [model_config.motion_at(level) for level in (0, 1)] == [False, True]
     default = TrainConfig(data=tmp_path).model_config(8, (8, 8))
     assert [default.motion_at(level) for level in (0, 1)] == [True, True]
+    assert (model_config.point_freqs, default.point_freqs) == (8, 6)  # 6: the preset's
     with pytest.raises(ConfigError, match="displacement_scale"):
         TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))
     with pytest.raises(ConfigError, match="motion_levels"):
         TrainConfig(data=tmp_path, motion_levels=(True,)).model_config(8, (8, 8))
+    with pytest.raises(ConfigError, match="point_freqs"):
+        TrainConfig(data=tmp_path, point_freqs=-1).validate()
 
 
 def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defaults(tmp_path):
@@ -247,10 +251,10 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     assert saved["train"]["motion_levels"] == [False, True]
     _check_run_config(run, config, model_config)  # the same settings resume
 
-    # A run saved before point_loss, huber_c and motion_levels existed.
+    # A run saved before point_loss, huber_c, motion_levels and point_freqs existed.
     plain = TrainConfig(data=tmp_path, out=run)
     old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
-    for key in ("point_loss", "huber_c", "motion_levels"):
+    for key in ("point_loss", "huber_c", "motion_levels", "point_freqs"):
         del old["train"][key]
     del old["model"]["objective"]["point_loss"], old["model"]["objective"]["huber_c"]
     (run / "config.json").write_text(json.dumps(old))

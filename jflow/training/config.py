@@ -25,6 +25,9 @@ class TrainConfig:
     motion_levels: tuple[bool, ...] = ()
     """Override the preset's levels with motion modules, one entry per level (the middle block
     always has one); empty = the preset's (every level)."""
+    point_freqs: int = 0
+    """Override the preset's octaves of the initial points' sinusoidal encoding
+    (``FlowModelConfig.point_freqs``; 0 = the preset's)."""
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
@@ -86,6 +89,10 @@ class TrainConfig:
             raise ConfigError(f"text_dropout must be in [0, 1), got {self.text_dropout}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.point_freqs < 0:
+            raise ConfigError(
+                f"point_freqs must be >= 0 (0 = the preset's), got {self.point_freqs}"
+            )
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.log_every < 1 or self.checkpoint_every < 1:
@@ -125,6 +132,7 @@ class TrainConfig:
             grid_hw=tuple(grid_hw),
             objective=objective,
             motion_levels=tuple(self.motion_levels) or preset.motion_levels,
+            point_freqs=self.point_freqs or preset.point_freqs,
         )
 
     def to_dict(self) -> dict[str, Any]:
