@@ -1,6 +1,7 @@
 """The flow UNet end to end (tiny config): input validation, conditioning reaching the
 network, sampling, and overfitting one example."""
 
+import dataclasses
 from functools import partial
 
 import jax
@@ -158,3 +159,26 @@ def test_overfits_one_example():
         losses.append(float(loss))
     assert np.all(np.isfinite(losses))
     assert losses[-1] < losses[0] / 10, (losses[0], losses[-1])
+
+
+def test_grid_embedding_tells_the_cells_of_a_uniform_grid_apart():
+    # Every cell holds the same initial point: without the embedding the point features are the
+    # same in every cell; with it they differ by exactly the learned per-cell embedding.
+    batch = make_batch()
+    batch["flow"] = jnp.zeros_like(batch["flow"]).at[..., :3].set(0.3).at[..., 3].set(1.0)
+    cond = conditioning_from_tensors(batch)
+    features = {}
+    for on in (False, True):
+        cfg = dataclasses.replace(CFG, grid_embedding=on)
+        encoder = FlowUNet(cfg, rngs=nnx.Rngs(0)).cond_encoder
+        features[on] = np.asarray(encoder(cond).point_features)
+        if on:
+            embedding = np.asarray(encoder.grid_embed[...])
+    cells = (CFG.grid_hw[0] // CFG.patch_size, CFG.grid_hw[1] // CFG.patch_size)
+    assert features[True].shape == (B, *cells, CFG.channels[0]) == (B, *embedding.shape)
+    assert np.ptp(features[False], axis=(1, 2)).max() < 1e-6
+    assert np.ptp(features[True], axis=(1, 2)).min() > 1e-3
+    np.testing.assert_allclose(features[True] - embedding[None], features[False], atol=1e-6)
+    legacy = dataclasses.replace(CFG, grid_embedding=True).to_dict()
+    del legacy["grid_embedding"]  # a run saved before the field existed
+    assert FlowModelConfig.from_dict(legacy).grid_embedding is False

@@ -21,7 +21,7 @@ Inside the network (:class:`ConditionEncoder`):
   vector added to the global embedding;
 - the initial points' ``(u, v, depth)`` get a sinusoidal (NeRF-style) encoding, which with the
   raw values and visibility is mapped to the first level's width and added to every frame at
-  its grid cell;
+  its grid cell (with ``grid_embedding``, plus a learned embedding of the cell itself);
 - a learned "null" token is always among the keys, so attention is defined when the text is
   dropped (classifier-free guidance drops the text by zeroing ``text_mask``).
 """
@@ -148,6 +148,12 @@ class ConditionEncoder(nnx.Module):
         point_dim = (4 + 6 * config.point_freqs) * config.patch_size**2
         self.point_mlp1 = Linear(point_dim, config.channels[0] * 2, rngs=rngs)
         self.point_mlp2 = Linear(config.channels[0] * 2, config.channels[0], rngs=rngs)
+        if config.grid_embedding:
+            cells = (config.grid_hw[0] // config.patch_size, config.grid_hw[1] // config.patch_size)
+            shape = (*cells, config.channels[0])
+            self.grid_embed = nnx.Param(normal(0.02)(rngs.params(), shape))
+        else:
+            self.grid_embed = None
 
     def __call__(self, cond: Conditioning) -> EncodedCondition:
         b = cond.text_tokens.shape[0]
@@ -167,6 +173,8 @@ class ConditionEncoder(nnx.Module):
             enc = enc.reshape(b, h // p, p, w // p, p, f).transpose(0, 1, 3, 2, 4, 5)
             enc = enc.reshape(b, h // p, w // p, p * p * f)
         point_features = self.point_mlp2(jax.nn.silu(self.point_mlp1(enc)))
+        if self.grid_embed is not None:
+            point_features = point_features + self.grid_embed[...]
         return EncodedCondition(context, context_mask, global_embed, point_features)
 
 

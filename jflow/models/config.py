@@ -223,6 +223,12 @@ class FlowModelConfig:
     """Depth in meters is divided by this before the observation encoder."""
     point_freqs: int = 6
     """Octaves of the sinusoidal encoding of the initial points' (u, v, depth)."""
+    grid_embedding: bool = False
+    """Add a learned embedding per (patchified) grid cell to the initial points' features.
+    Cell ``(i, j)`` holds the point with the i-th first-frame image row band and j-th column
+    rank (:func:`jflow.flow.grid.grid_order`), so the embedding tells the network where on
+    the object a cell lies, which convolutions with zero padding only see near the border.
+    Runs saved before the field existed have none."""
     objective: ObjectiveConfig = ObjectiveConfig()
 
     def __post_init__(self) -> None:
@@ -342,7 +348,7 @@ class FlowModelConfig:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> FlowModelConfig:
-        data = dict(data)
+        data = {"grid_embedding": False, **data}  # saved before the field existed
         if "objective" in data and isinstance(data["objective"], dict):
             data["objective"] = ObjectiveConfig.from_dict(data["objective"])
         return _from_dict(FlowModelConfig, data)

@@ -28,6 +28,9 @@ class TrainConfig:
     point_freqs: int = 0
     """Override the preset's octaves of the initial points' sinusoidal encoding
     (``FlowModelConfig.point_freqs``; 0 = the preset's)."""
+    grid_embedding: bool = False
+    """A learned embedding per grid cell added to the initial points' features
+    (``FlowModelConfig.grid_embedding``)."""
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
@@ -133,6 +136,7 @@ class TrainConfig:
             objective=objective,
             motion_levels=tuple(self.motion_levels) or preset.motion_levels,
             point_freqs=self.point_freqs or preset.point_freqs,
+            grid_embedding=self.grid_embedding,
         )
 
     def to_dict(self) -> dict[str, Any]:
