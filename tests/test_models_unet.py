@@ -11,12 +11,11 @@ import optax
 import pytest
 from flax import nnx
 
-from jflow.errors import ConfigError, DataError, ShapeError
+from jflow.errors import DataError, ShapeError
 from jflow.models import (
     FAST_COMPILE,
     FlowModelConfig,
     FlowUNet,
-    ObjectiveConfig,
     conditioning_from_tensors,
     loss_fn,
     sample,
@@ -183,29 +182,3 @@ def test_grid_embedding_tells_the_cells_of_a_uniform_grid_apart():
     legacy = dataclasses.replace(CFG, grid_embedding=True).to_dict()
     del legacy["grid_embedding"]  # a run saved before the field existed
     assert FlowModelConfig.from_dict(legacy).grid_embedding is False
-
-
-def test_output_template_starts_at_zero_and_adds_in_proportion_to_the_noise_level():
-    cfg = dataclasses.replace(CFG, output_template=True)
-    model = FlowUNet(cfg, rngs=nnx.Rngs(0))
-    batch = make_batch()
-    cond = conditioning_from_tensors(batch)
-    enc = model.encode(cond)
-    n = cfg.objective.num_train_steps
-    t = jnp.array([0.25 * n, 1.0 * n])
-    start = np.asarray(model.denoise(batch["flow"], t, enc))
-    assert np.all(np.asarray(model.template(enc.global_embed)) == 0.0)  # zero-initialised
-    rng = np.random.default_rng(1)
-    kernel = model.template.kernel
-    kernel[...] = jnp.asarray(rng.standard_normal(kernel.shape) * 0.01, jnp.float32)
-    template = np.asarray(model.template(enc.global_embed)).reshape(start.shape)
-    after = np.asarray(model.denoise(batch["flow"], t, enc))
-    assert np.abs(template).max() > 1e-3
-    np.testing.assert_allclose(
-        after - start, np.array([0.25, 1.0])[:, None, None, None, None] * template, atol=1e-5
-    )
-    with pytest.raises(ConfigError, match="output_template"):
-        FlowModelConfig.tiny(output_template=True, objective=ObjectiveConfig(kind="ddpm_eps"))
-    legacy = cfg.to_dict()
-    del legacy["output_template"]
-    assert FlowModelConfig.from_dict(legacy).output_template is False

@@ -229,13 +229,6 @@ class FlowModelConfig:
     rank (:func:`jflow.flow.grid.grid_order`), so the embedding tells the network where on
     the object a cell lies, which convolutions with zero padding only see near the border.
     Runs saved before the field existed have none."""
-    output_template: bool = False
-    """Flow matching with sample prediction only: add to the network's clean-flow estimate a
-    learned template read linearly off the conditioning's global embedding (instruction and
-    observation), weighted by the noise level ``t`` (all of it at pure noise, none at ``t = 0``).
-    The template can hold a task's typical motion in one matrix row, so the UNet is left the part
-    that depends on the first frame. Zero-initialised, so a new model starts without it. Runs
-    saved before the field existed have none."""
     objective: ObjectiveConfig = ObjectiveConfig()
 
     def __post_init__(self) -> None:
@@ -267,12 +260,6 @@ class FlowModelConfig:
             for c in self.channels:
                 if c % self.num_heads:
                     raise ConfigError(f"num_heads={self.num_heads} must divide width {c}")
-        obj = self.objective
-        if self.output_template and (obj.kind, obj.flow_prediction) != ("flow_matching", "sample"):
-            raise ConfigError(
-                "output_template needs the flow-matching objective with sample prediction, got "
-                f"kind={obj.kind!r}, flow_prediction={obj.flow_prediction!r}"
-            )
         if self.num_frames < 1 or self.num_frames > self.motion_max_frames:
             raise ConfigError(
                 f"num_frames must be in [1, motion_max_frames={self.motion_max_frames}], got "
@@ -361,8 +348,7 @@ class FlowModelConfig:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> FlowModelConfig:
-        # Saved before these fields existed.
-        data = {"grid_embedding": False, "output_template": False, **data}
+        data = {"grid_embedding": False, **data}  # saved before the field existed
         if "objective" in data and isinstance(data["objective"], dict):
             data["objective"] = ObjectiveConfig.from_dict(data["objective"])
         return _from_dict(FlowModelConfig, data)

@@ -33,7 +33,7 @@ from jflow.errors import DataError, ShapeError
 from jflow.models.attention import SpatialTransformer
 from jflow.models.conditioning import ConditionEncoder, Conditioning, EncodedCondition
 from jflow.models.config import FlowModelConfig
-from jflow.models.init import Conv, GroupNorm, Linear, zeros
+from jflow.models.init import Conv, GroupNorm, Linear
 from jflow.models.motion import MotionModule
 
 
@@ -253,11 +253,6 @@ class FlowUNet(nnx.Module):
         self.conv_out = Conv(
             prev, c.flow_channels * p2, kernel_size=(3, 3), padding="SAME", rngs=rngs
         )
-        if c.output_template:
-            size = c.num_frames * c.grid_hw[0] * c.grid_hw[1] * c.flow_channels
-            self.template = Linear(temb, size, kernel_init=zeros, bias_init=zeros, rngs=rngs)
-        else:
-            self.template = None
 
     # -------------------------------------------------------------------- entry points
 
@@ -300,12 +295,7 @@ class FlowUNet(nnx.Module):
                 h = self.upsamplers[i](h)
         h = jax.nn.silu(self.norm_out(h.reshape(b * nt, *h.shape[2:])))
         out = unpatchify(self.conv_out(h), p)
-        out = out.reshape(b, nt, *out.shape[1:])
-        if self.template is not None:
-            noise_level = t / c.objective.num_train_steps  # flow matching feeds t * N
-            template = self.template(enc.global_embed).reshape(out.shape)
-            out = out + noise_level[:, None, None, None, None] * template
-        return out
+        return out.reshape(b, nt, *out.shape[1:])
 
     # -------------------------------------------------------------------- validation
 

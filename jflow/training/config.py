@@ -31,9 +31,6 @@ class TrainConfig:
     grid_embedding: bool = False
     """A learned embedding per grid cell added to the initial points' features
     (``FlowModelConfig.grid_embedding``)."""
-    output_template: bool = False
-    """A learned, noise-weighted template added to the clean-flow estimate
-    (``FlowModelConfig.output_template``; flow matching with sample prediction)."""
     objective: Literal["flow_matching", "ddpm_eps", "ddpm_v"] = "flow_matching"
     target: Literal["displacement", "absolute"] = "displacement"
     """Diffuse the motion from frame 0 (``displacement``) or the absolute grid (docs/model.md)."""
@@ -140,7 +137,6 @@ class TrainConfig:
             motion_levels=tuple(self.motion_levels) or preset.motion_levels,
             point_freqs=self.point_freqs or preset.point_freqs,
             grid_embedding=self.grid_embedding,
-            output_template=self.output_template,
         )
 
     def to_dict(self) -> dict[str, Any]:
