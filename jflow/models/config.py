@@ -348,7 +348,7 @@ class FlowModelConfig:
 
     @staticmethod
     def from_dict(data: dict[str, Any]) -> FlowModelConfig:
-        data = {"grid_embedding": False, **data}  # saved before the field existed
+        data = dict(data)  # fields added later and missing here take their (old) defaults
         if "objective" in data and isinstance(data["objective"], dict):
             data["objective"] = ObjectiveConfig.from_dict(data["objective"])
         return _from_dict(FlowModelConfig, data)
