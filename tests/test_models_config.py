@@ -40,9 +40,10 @@ def _abstract_forward(cfg: FlowModelConfig, batch: int = 2):
             grid_hw=(8, 16),
             patch_size=1,
         ),
+        FlowModelConfig.tiny(frame_patch=2),
         FlowModelConfig.default(),
     ],
-    ids=["tiny", "tiny-patch1", "tiny-motion-dropout", "three-levels", "default"],
+    ids=["tiny", "tiny-patch1", "tiny-motion-dropout", "three-levels", "frame-pairs", "default"],
 )
 def test_forward_shapes_for_every_config_path(cfg):
     out = _abstract_forward(cfg)
@@ -95,6 +96,8 @@ def test_config_diff_lists_mismatches():
         {"groups": 5},
         {"num_frames": 64},
         {"patch_size": 0},
+        {"frame_patch": 0},
+        {"frame_patch": 3},  # does not divide 16 frames
         {"motion_levels": (True,)},
     ],
 )

@@ -21,6 +21,7 @@ from jflow.models import (
     sample,
 )
 from jflow.models.samplers import _sample_jit
+from jflow.models.unet import channels_to_frames, frames_to_channels
 
 fast_jit = partial(jax.jit, compiler_options=FAST_COMPILE)
 CFG = FlowModelConfig.tiny()
@@ -182,3 +183,35 @@ def test_grid_embedding_tells_the_cells_of_a_uniform_grid_apart():
     legacy = dataclasses.replace(CFG, grid_embedding=True).to_dict()
     del legacy["grid_embedding"]  # a run saved before the field existed
     assert FlowModelConfig.from_dict(legacy).grid_embedding is False
+
+
+def test_frame_patch_groups_consecutive_frames_and_puts_them_back():
+    x = jnp.arange(2 * 4 * 3 * 2 * 4, dtype=jnp.float32).reshape(2, 4, 3, 2, 4)
+    grouped = frames_to_channels(x, 2)
+    assert grouped.shape == (2, 2, 3, 2, 8)
+    # Group 1 holds frames 2 and 3, frame-major along the channels.
+    np.testing.assert_array_equal(grouped[:, 1, ..., :4], x[:, 2])
+    np.testing.assert_array_equal(grouped[:, 1, ..., 4:], x[:, 3])
+    np.testing.assert_array_equal(channels_to_frames(grouped, 2), x)
+
+    cfg = dataclasses.replace(CFG, frame_patch=2)
+    paired = FlowUNet(cfg, rngs=nnx.Rngs(0))
+    assert (
+        paired.conv_in.kernel.shape[-2]
+        == 2 * FlowUNet(CFG, rngs=nnx.Rngs(0)).conv_in.kernel.shape[-2]
+    )
+    batch = make_batch()
+    cond = conditioning_from_tensors(batch)
+    enc = paired.encode(cond)
+    t = jnp.array([3.0, 70.0])
+    out = paired.denoise(batch["flow"], t, enc)
+    assert out.shape == batch["flow"].shape and np.all(np.isfinite(np.asarray(out)))
+    # Frames interact only through the motion modules: changing the input's frame 3 (the second
+    # group) changes the output; with the motion modules' output projections at zero (their
+    # initialisation) frames 0 and 1 (the first group) do not see it, and frames 2 and 3 both do.
+    changed = paired.denoise(batch["flow"].at[:, 3].add(1.0), t, enc)
+    diff = np.abs(np.asarray(changed - out)).max(axis=(0, 2, 3, 4))
+    assert diff[0] == diff[1] == 0.0 and diff[2] > 1e-4 and diff[3] > 1e-4
+    legacy = cfg.to_dict()
+    del legacy["frame_patch"]  # a run saved before the field existed
+    assert FlowModelConfig.from_dict(legacy).frame_patch == 1

@@ -215,6 +215,7 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         huber_c=0.1,
         motion_levels=(False, True),
         point_freqs=8,
+        frame_patch=2,
         grid_embedding=True,
     )
     model_config = config.model_config(8, (8, 8))
@@ -231,6 +232,7 @@ def test_objective_settings_reach_the_model_config(tmp_path):
     default = TrainConfig(data=tmp_path).model_config(8, (8, 8))
     assert [default.motion_at(level) for level in (0, 1)] == [True, True]
     assert (model_config.point_freqs, default.point_freqs) == (8, 6)  # 6: the preset's
+    assert (model_config.frame_patch, default.frame_patch) == (2, 1)
     assert (model_config.grid_embedding, default.grid_embedding) == (True, False)
     with pytest.raises(ConfigError, match="displacement_scale"):
         TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))
@@ -238,6 +240,10 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         TrainConfig(data=tmp_path, motion_levels=(True,)).model_config(8, (8, 8))
     with pytest.raises(ConfigError, match="point_freqs"):
         TrainConfig(data=tmp_path, point_freqs=-1).validate()
+    with pytest.raises(ConfigError, match="frame_patch"):
+        TrainConfig(data=tmp_path, frame_patch=-1).validate()
+    with pytest.raises(ConfigError, match="frame_patch"):
+        TrainConfig(data=tmp_path, frame_patch=3).model_config(8, (8, 8))
 
 
 def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defaults(tmp_path):
@@ -253,13 +259,21 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     assert saved["train"]["motion_levels"] == [False, True]
     _check_run_config(run, config, model_config)  # the same settings resume
 
-    # A run saved before point_loss, huber_c, motion_levels, point_freqs and grid_embedding.
+    # A run saved before point_loss, huber_c, motion_levels, point_freqs, frame_patch and
+    # grid_embedding.
     plain = TrainConfig(data=tmp_path, out=run)
     old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
-    for key in ("point_loss", "huber_c", "motion_levels", "point_freqs", "grid_embedding"):
+    for key in (
+        "point_loss",
+        "huber_c",
+        "motion_levels",
+        "point_freqs",
+        "frame_patch",
+        "grid_embedding",
+    ):
         del old["train"][key]
     del old["model"]["objective"]["point_loss"], old["model"]["objective"]["huber_c"]
-    del old["model"]["grid_embedding"]
+    del old["model"]["grid_embedding"], old["model"]["frame_patch"]
     (run / "config.json").write_text(json.dumps(old))
     _check_run_config(run, plain, plain.model_config(8, (8, 8)))
     (run / "config.json").write_text(json.dumps(old))

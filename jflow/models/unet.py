@@ -13,6 +13,8 @@
                                Upsample
     out: GroupNorm -> SiLU -> conv_out -> [B,T,h,w,4]
 
+With ``frame_patch`` k > 1, each run of k frames enters (and leaves) the UNet as one frame of
+k times the channels, so "frame" below means such a group.
 ResBlocks, convolutions and spatial transformers act on each frame separately (frames folded
 into the batch, group norm per frame); the motion modules act on each grid cell separately,
 attending over frames. Spatial transformers (self-attention + cross-attention to the text and
@@ -65,6 +67,25 @@ def unpatchify(x: jax.Array, p: int) -> jax.Array:
     c = pc // (p * p)
     x = x.reshape(n, h, w, p, p, c).transpose(0, 1, 3, 2, 4, 5)
     return x.reshape(n, h * p, w * p, c)
+
+
+def frames_to_channels(x: jax.Array, k: int) -> jax.Array:
+    """``[B, T, h, w, C] -> [B, T/k, h, w, k*C]``: each run of ``k`` frames as one frame
+    (channels frame-major: the first frame's ``C``, then the next's)."""
+    if k == 1:
+        return x
+    b, t, h, w, c = x.shape
+    x = x.reshape(b, t // k, k, h, w, c).transpose(0, 1, 3, 4, 2, 5)
+    return x.reshape(b, t // k, h, w, k * c)
+
+
+def channels_to_frames(x: jax.Array, k: int) -> jax.Array:
+    """Inverse of :func:`frames_to_channels`."""
+    if k == 1:
+        return x
+    b, t, h, w, kc = x.shape
+    x = x.reshape(b, t, h, w, k, kc // k).transpose(0, 1, 4, 2, 3, 5)
+    return x.reshape(b, t * k, h, w, kc // k)
 
 
 def patch_mean(x: jax.Array, p: int) -> jax.Array:
@@ -193,10 +214,8 @@ class FlowUNet(nnx.Module):
         self.time_mlp1 = Linear(ch[0], temb, rngs=rngs)
         self.time_mlp2 = Linear(temb, temb, rngs=rngs)
         self.cond_encoder = ConditionEncoder(c, rngs=rngs)
-        p2 = c.patch_size**2
-        self.conv_in = Conv(
-            c.flow_channels * p2, ch[0], kernel_size=(3, 3), padding="SAME", rngs=rngs
-        )
+        in_ch = c.flow_channels * c.patch_size**2 * c.frame_patch
+        self.conv_in = Conv(in_ch, ch[0], kernel_size=(3, 3), padding="SAME", rngs=rngs)
 
         skip_ch = [ch[0]]
         prev = ch[0]
@@ -250,9 +269,7 @@ class FlowUNet(nnx.Module):
         self.up = nnx.List(up)
         self.upsamplers = nnx.List(upsamplers)
         self.norm_out = GroupNorm(prev, num_groups=c.groups, rngs=rngs)
-        self.conv_out = Conv(
-            prev, c.flow_channels * p2, kernel_size=(3, 3), padding="SAME", rngs=rngs
-        )
+        self.conv_out = Conv(prev, in_ch, kernel_size=(3, 3), padding="SAME", rngs=rngs)
 
     # -------------------------------------------------------------------- entry points
 
@@ -266,7 +283,8 @@ class FlowUNet(nnx.Module):
 
     def denoise(self, x: jax.Array, t: jax.Array, enc: EncodedCondition) -> jax.Array:
         c = self.config
-        b, nt = x.shape[:2]
+        x = frames_to_channels(x, c.frame_patch)
+        b, nt = x.shape[:2]  # nt: frames after grouping
         t = jnp.broadcast_to(jnp.asarray(t, jnp.float32), (b,))
         temb = self.time_mlp2(jax.nn.silu(self.time_mlp1(timestep_embedding(t, c.channels[0]))))
         temb = temb + enc.global_embed
@@ -295,7 +313,7 @@ class FlowUNet(nnx.Module):
                 h = self.upsamplers[i](h)
         h = jax.nn.silu(self.norm_out(h.reshape(b * nt, *h.shape[2:])))
         out = unpatchify(self.conv_out(h), p)
-        return out.reshape(b, nt, *out.shape[1:])
+        return channels_to_frames(out.reshape(b, nt, *out.shape[1:]), c.frame_patch)
 
     # -------------------------------------------------------------------- validation
 

@@ -28,6 +28,9 @@ class TrainConfig:
     point_freqs: int = 0
     """Override the preset's octaves of the initial points' sinusoidal encoding
     (``FlowModelConfig.point_freqs``; 0 = the preset's)."""
+    frame_patch: int = 0
+    """Override the preset's frames grouped into one before the UNet
+    (``FlowModelConfig.frame_patch``; 0 = the preset's)."""
     grid_embedding: bool = False
     """A learned embedding per grid cell added to the initial points' features
     (``FlowModelConfig.grid_embedding``)."""
@@ -96,6 +99,10 @@ class TrainConfig:
             raise ConfigError(
                 f"point_freqs must be >= 0 (0 = the preset's), got {self.point_freqs}"
             )
+        if self.frame_patch < 0:
+            raise ConfigError(
+                f"frame_patch must be >= 0 (0 = the preset's), got {self.frame_patch}"
+            )
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.log_every < 1 or self.checkpoint_every < 1:
@@ -136,6 +143,7 @@ class TrainConfig:
             objective=objective,
             motion_levels=tuple(self.motion_levels) or preset.motion_levels,
             point_freqs=self.point_freqs or preset.point_freqs,
+            frame_patch=self.frame_patch or preset.frame_patch,
             grid_embedding=self.grid_embedding,
         )
 
