@@ -101,6 +101,21 @@ def test_flow_matching_with_oracle_velocity_transports_x0(method):
         np.testing.assert_allclose(np.asarray(out), np.asarray(X0), atol=1e-5)
 
 
+def test_sample_shift_moves_the_euler_times_towards_noise():
+    # With dz/dt = t, Euler from t = 1 accumulates -sum_i (t_i - t_{i+1}) t_i over its grid:
+    # uniform [1, 1/2, 0] gives -(1/2 + 1/4); shift 3 maps 1/2 to 3/4: [1, 3/4, 0] gives
+    # -(1/4 + 9/16).
+    def velocity(z, t):
+        return jnp.broadcast_to(t[:, None, None, None, None], z.shape)
+
+    z1 = jnp.zeros((2, 1, 1, 1, 4))
+    for shift, expected in ((1.0, -0.75), (3.0, -0.8125)):
+        out = flow_loop(velocity, z1, 2, time_shift=shift)
+        np.testing.assert_allclose(np.asarray(out), expected, atol=1e-6)
+    with pytest.raises(ConfigError, match="sample_shift"):
+        ObjectiveConfig(sample_shift=0.0)
+
+
 def test_first_frame_clamp_pins_initial_points():
     init = X0[:, 0] + 1.0  # differs from the oracle's frame 0
 

@@ -120,6 +120,7 @@ def test_sample_shapes_clamp_and_cfg_scale_one(model):
         jax.random.key(1),
         jnp.float32(1.0),
         jnp.float32(0.0),
+        jnp.float32(1.0),
         guided=True,
         **kw,
     )
@@ -131,6 +132,7 @@ def test_sample_shapes_clamp_and_cfg_scale_one(model):
         jax.random.key(1),
         jnp.float32(4.0),
         jnp.float32(0.0),
+        jnp.float32(1.0),
         guided=True,
         **kw,
     )

@@ -38,6 +38,9 @@ class EvalFlowConfig:
     """Default: the model's (euler for flow matching, ddim for the DDPM objectives)."""
     guidance_scale: float = 1.0
     """Classifier-free guidance scale (1 = conditional prediction only)."""
+    sample_shift: float | None = None
+    """Flow matching: shift of the sampler's time grid (default: the model's
+    ``objective.sample_shift``; 1 = uniform steps)."""
     seed: int = 0
     batch_size: int = 8
     """Held-out episodes sampled together in one call."""
@@ -70,6 +73,10 @@ class EvalFlowConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if not math.isfinite(self.guidance_scale):
             raise ConfigError(f"guidance_scale must be finite, got {self.guidance_scale}")
+        if self.sample_shift is not None and not (
+            math.isfinite(self.sample_shift) and self.sample_shift > 0
+        ):
+            raise ConfigError(f"sample_shift must be a finite number > 0, got {self.sample_shift}")
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.nn_image_size < 1:

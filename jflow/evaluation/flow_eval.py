@@ -246,6 +246,7 @@ def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any
             steps=config.steps,
             guidance_scale=config.guidance_scale,
             sampler=config.sampler,
+            time_shift=config.sample_shift,
             clamp_first_frame=config.clamp_first_frame,
             compiler_options=options,
         )
@@ -432,6 +433,7 @@ def _report(
             **config.to_dict(),
             "steps": config.steps or model_config.objective.steps,
             "sampler": config.sampler or model_config.objective.sampler,
+            "sample_shift": config.sample_shift or model_config.objective.sample_shift,
         },
         "num_episodes": len(rows),
         "skipped_episodes": skipped,

@@ -30,6 +30,7 @@ from jflow.models.objectives import (
     network_input,
     network_prediction,
     predictions_from_output,
+    shifted_time,
     to_target_space,
 )
 from jflow.models.unet import check_conditioning, check_finite
@@ -105,14 +106,17 @@ def flow_loop(
     *,
     method: str = "euler",
     clamp: ClampFn = _identity,
+    time_shift: jax.Array | float = 1.0,
 ) -> jax.Array:
     """Integrate the rectified-flow ODE from ``t = 1`` (noise ``z1``) to ``t = 0`` (data).
 
-    ``velocity(z, t [B] in [0, 1]) -> dz/dt``; uniform steps; ``"euler"`` (1 evaluation a step)
-    or ``"heun"`` (2, except the last step, which is Euler).
+    ``velocity(z, t [B] in [0, 1]) -> dz/dt``; ``"euler"`` (1 evaluation a step) or ``"heun"``
+    (2, except the last step, which is Euler). The times are ``shifted_time(1 - i / steps,
+    time_shift)``: uniform at 1, denser at high noise above 1
+    (``ObjectiveConfig.sample_shift``).
     """
     b = z1.shape[0]
-    times = jnp.linspace(1.0, 0.0, steps + 1)
+    times = shifted_time(jnp.linspace(1.0, 0.0, steps + 1), time_shift)
 
     def v_clamped(z, t):
         v = velocity(z, jnp.full((b,), t, jnp.float32))
@@ -144,6 +148,7 @@ def _sample_impl(
     rng: jax.Array,
     guidance_scale: jax.Array,
     eta: jax.Array,
+    time_shift: jax.Array,
     *,
     num_samples: int,
     steps: int,
@@ -190,6 +195,7 @@ def _sample_impl(
             steps,
             method=sampler,
             clamp=clamp_fn,
+            time_shift=time_shift,
         )
     else:
         table = jnp.asarray(alphas_cumprod(obj), jnp.float32)
@@ -226,6 +232,7 @@ def sample(
     sampler: str | None = None,
     *,
     eta: float | None = None,
+    time_shift: float | None = None,
     clamp_first_frame: bool = True,
     compiler_options: dict | None = None,
 ) -> jax.Array:
@@ -237,7 +244,9 @@ def sample(
     default ``model.config.objective.steps``. ``guidance_scale`` 1 = plain conditional
     sampling (one network evaluation a step); other values run the conditional and
     instruction-free predictions together and mix them. Compiled once per model structure,
-    shapes and static settings; ``guidance_scale`` and ``eta`` are traced.
+    shapes and static settings; ``guidance_scale``, ``eta`` and ``time_shift`` are traced.
+    ``time_shift``: flow matching's time grid (default ``objective.sample_shift``; 1 = uniform
+    steps, see :func:`flow_loop`).
     ``compiler_options`` go to ``jax.jit`` (e.g. :data:`FAST_COMPILE`).
     """
     cfg = model.config
@@ -263,6 +272,9 @@ def sample(
         raise ConfigError(f"guidance_scale must be finite, got {guidance_scale}")
     if eta is None:
         eta = 1.0 if sampler == "ddpm" else 0.0
+    time_shift = obj.sample_shift if time_shift is None else float(time_shift)
+    if not (np.isfinite(time_shift) and time_shift > 0):
+        raise ConfigError(f"time_shift must be a finite number > 0, got {time_shift}")
     check_finite(cond.initial_points, "initial_points")
     rng = jax.random.key(0) if rng is None else rng
     graphdef, state = nnx.split(model)
@@ -277,6 +289,7 @@ def sample(
         rng,
         jnp.float32(guidance_scale),
         jnp.float32(eta),
+        jnp.float32(time_shift),
         num_samples=int(num_samples),
         steps=steps,
         sampler="euler" if sampler == "euler" else ("heun" if sampler == "heun" else "ddim"),
