@@ -210,6 +210,9 @@ def test_eval_flow_end_to_end_writes_json_and_markdown(run, data, text_encoder, 
     assert saved["held_out_in_training"] == []
     leaked = {**saved, "held_out_in_training": [{"index": 0, "task_id": TASKS[0], "seed": 1}]}
     assert "**Warning**: 1 held-out episode(s)" in format_markdown(leaked)
+    assert saved["settings"]["sample_shift"] == 1.0 and "shifted" not in format_markdown(saved)
+    shifted = {**saved, "settings": {**saved["settings"], "sample_shift": 3.0}}
+    assert "steps on a time grid shifted by 3," in format_markdown(shifted)
 
 
 def test_unseen_held_out_task_is_refused_then_skipped(run, data, text_encoder, tmp_path):
@@ -247,6 +250,8 @@ def test_run_without_checkpoint_and_bad_settings_are_clear_errors(run, data, tmp
         evaluate_flow(eval_config(tmp_path / "missing", data["held"], tmp_path / "r"))
     with pytest.raises(ConfigError, match="samples_per_episode"):
         evaluate_flow(eval_config(run, data["held"], tmp_path / "r", samples_per_episode=0))
+    with pytest.raises(ConfigError, match="sample_shift"):
+        evaluate_flow(eval_config(run, data["held"], tmp_path / "r", sample_shift=-1.0))
     code = main(["eval-flow", "--run", str(empty), "--data", str(data["held"]), "--no-progress"])
     assert code == 2
     assert "has no checkpoint" in capsys.readouterr().err

@@ -38,6 +38,13 @@ def method_order(report: dict[str, Any]) -> list[str]:
     return [headline, other, "model_sample_mean", "zero_motion", "mean_flow", "nearest_neighbour"]
 
 
+def _shift_note(settings: dict[str, Any]) -> str:
+    """`` on a time grid shifted by K`` when the flow sampler's grid is not uniform (reports
+    written before the setting existed have none)."""
+    shift = settings.get("sample_shift", 1.0)
+    return "" if shift == 1.0 else f" on a time grid shifted by {shift:g}"
+
+
 def format_markdown(report: dict[str, Any]) -> str:
     """The report as Markdown: overall, per-task and direction tables, and the definitions."""
     methods = report["methods"]
@@ -50,8 +57,9 @@ def format_markdown(report: dict[str, Any]) -> str:
         f"Run `{report['run']}` (step {report['checkpoint_step']}, model `{report['model']}`, "
         f"objective `{report['objective']}`), held-out data `{report['data']}` "
         f"({report['num_episodes']} episodes), training data `{report['train_data']}`. "
-        f"{n} samples per episode, {settings['steps']} `{settings['sampler']}` steps, guidance "
-        f"scale {settings['guidance_scale']}, seed {settings['seed']}.",
+        f"{n} samples per episode, {settings['steps']} `{settings['sampler']}` steps"
+        f"{_shift_note(settings)}, guidance scale {settings['guidance_scale']}, seed "
+        f"{settings['seed']}.",
         "",
         f"Headline model row: **{METHOD_TITLES[report['headline']]}** ({report['headline_reason']}).",
         "",
