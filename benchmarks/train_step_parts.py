@@ -5,9 +5,10 @@ dropout, loss, backward, clipping, AdamW, EMA; :func:`jflow.training.trainer.mak
 on a synthetic batch shaped like the kitchen data (16 frames of a 16x16 grid, 128x128 RGB-D,
 16 MiniLM-width text tokens), for the default :class:`~jflow.models.FlowModelConfig` and for
 variants with one part removed: no motion modules on the levels, no spatial transformers on the
-levels (the middle block keeps both). The variants run interleaved (one step each, round after
-round) so that they share the machine's load; each reports the median wall and CPU time and
-XLA's FLOP count of the compiled step.
+levels (the middle block keeps both), and one with the frames grouped in pairs before the UNet
+(``frame_patch`` 2: the UNet runs on 8 frame pairs instead of 16 frames). The variants run
+interleaved (one step each, round after round) so that they share the machine's load; each
+reports the median wall and CPU time and XLA's FLOP count of the compiled step.
 
 Part 2, two child processes: the default step on one CPU device against the same global batch
 split over two emulated CPU devices (``XLA_FLAGS=--xla_force_host_platform_device_count=2``,
@@ -113,6 +114,7 @@ def parts(repeats: int, batch_size: int) -> list[dict]:
         "no spatial transformers on the levels": dataclasses.replace(
             base, attention_levels=(False,) * levels
         ),
+        "frames in pairs (frame_patch 2)": dataclasses.replace(base, frame_patch=2),
     }
     runs = {}
     for name, config in variants.items():
