@@ -148,13 +148,14 @@ def run_train(config: TrainConfig) -> None:
 
 
 def run_eval_flow(config: EvalFlowConfig) -> None:
-    from jflow.evaluation.config import REPORT_JSON, REPORT_MARKDOWN
+    from jflow.evaluation.config import REPORT_FIGURE, REPORT_JSON, REPORT_MARKDOWN
     from jflow.evaluation.flow_eval import evaluate_flow
 
     evaluate_flow(config)
     markdown = (config.out_dir / REPORT_MARKDOWN).read_text()
     print(markdown.split("## Per task")[0].rstrip())
-    print(f"wrote {config.out_dir / REPORT_JSON} and {config.out_dir / REPORT_MARKDOWN}")
+    written = (REPORT_JSON, REPORT_MARKDOWN, REPORT_FIGURE)
+    print("wrote " + ", ".join(str(config.out_dir / name) for name in written))
 
 
 def run_demo(command: Demo) -> None:

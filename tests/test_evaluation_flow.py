@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -22,6 +23,7 @@ from jflow.evaluation.baselines import (
 from jflow.evaluation.clips import load_eval_clips
 from jflow.evaluation.config import EvalFlowConfig
 from jflow.evaluation.direction import direction_cosine, direction_mask, paired_task_ids
+from jflow.evaluation.figure import per_task_ade
 from jflow.evaluation.flow_eval import (
     anchor,
     clips_conditioning,
@@ -213,6 +215,16 @@ def test_eval_flow_end_to_end_writes_json_and_markdown(run, data, text_encoder, 
     assert saved["settings"]["sample_shift"] == 1.0 and "shifted" not in format_markdown(saved)
     shifted = {**saved, "settings": {**saved["settings"], "sample_shift": 3.0}}
     assert "steps on a time grid shifted by 3," in format_markdown(shifted)
+    # The picture: the per-task ADE table it draws, in cm, and a PNG that the markdown shows.
+    rows, drawn, table = per_task_ade(saved)
+    assert rows == ["overall", *saved["tasks"]] and "zero_motion" not in drawn
+    assert drawn == ["model_raw", "model_sample_mean", "mean_flow", "nearest_neighbour"]
+    task = saved["tasks"][0]
+    assert table[0, 2] == pytest.approx(100 * methods["mean_flow"]["overall"]["ade"])
+    assert table[1, 0] == pytest.approx(100 * methods["model_raw"]["per_task"][task]["ade"])
+    image = cv2.imread(str(out / "eval_flow.png"))
+    assert image is not None and image.shape[1] == 800 and image.shape[0] > 150
+    assert "![Held-out ADE per task](eval_flow.png)" in markdown
 
 
 def test_unseen_held_out_task_is_refused_then_skipped(run, data, text_encoder, tmp_path):

@@ -12,6 +12,7 @@ from jflow.errors import ConfigError
 
 REPORT_JSON = "eval_flow.json"
 REPORT_MARKDOWN = "eval_flow.md"
+REPORT_FIGURE = "eval_flow.png"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,7 +29,7 @@ class EvalFlowConfig:
     """The training dataset (baselines and normalisation statistics); default: the dataset the
     run trained on, as its config.json records it."""
     out: Path | None = None
-    """Folder for eval_flow.json and eval_flow.md; default ``<run>/eval``."""
+    """Folder for eval_flow.json, eval_flow.md and eval_flow.png; default ``<run>/eval``."""
     samples_per_episode: int = 4
     """Flows sampled per held-out episode (ADE/FDE are averaged over them; the best is also
     reported)."""

@@ -177,8 +177,8 @@ def _usable(clip: EvalClip) -> str | None:
 
 
 def evaluate_flow(config: EvalFlowConfig, *, text_encoder=None) -> dict[str, Any]:
-    """Run the evaluation, write ``eval_flow.json`` and ``eval_flow.md`` into
-    ``config.out_dir`` and return the report (the JSON's content)."""
+    """Run the evaluation, write ``eval_flow.json``, ``eval_flow.md`` and ``eval_flow.png``
+    into ``config.out_dir`` and return the report (the JSON's content)."""
     import jax
 
     from jflow.models import FAST_COMPILE, sample

@@ -1,5 +1,6 @@
-"""Writing the flow evaluation's report: ``eval_flow.json`` (every number, meters) and
-``eval_flow.md`` (tables in centimeters)."""
+"""Writing the flow evaluation's report: ``eval_flow.json`` (every number, meters),
+``eval_flow.md`` (tables in centimeters) and ``eval_flow.png`` (ADE per task,
+:mod:`jflow.evaluation.figure`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ from pathlib import Path
 from typing import Any
 
 from jflow.errors import OutputError
-from jflow.evaluation.config import REPORT_JSON, REPORT_MARKDOWN
+from jflow.evaluation.config import REPORT_FIGURE, REPORT_JSON, REPORT_MARKDOWN
+from jflow.evaluation.figure import write_figure
 
 METHOD_TITLES = {
     "model_raw": "flow model (raw)",
@@ -94,6 +96,8 @@ def format_markdown(report: dict[str, Any]) -> str:
         "",
         "## Per task (ADE / FDE, cm)",
         "",
+        f"![Held-out ADE per task]({REPORT_FIGURE})",
+        "",
         "| task | episodes | " + " | ".join(METHOD_TITLES[m] for m in order) + " |",
         "| --- | --- | " + " | ".join("---" for _ in order) + " |",
     ]
@@ -153,9 +157,9 @@ def format_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path]:
-    """Write ``eval_flow.json`` and ``eval_flow.md`` into ``out_dir`` (created if needed);
-    earlier reports of the same names are replaced."""
+def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Path, Path, Path]:
+    """Write ``eval_flow.json``, ``eval_flow.md`` and ``eval_flow.png`` into ``out_dir``
+    (created if needed); earlier reports of the same names are replaced."""
     out = Path(out_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -165,7 +169,7 @@ def write_report(report: dict[str, Any], out_dir: str | os.PathLike) -> tuple[Pa
         md_path.write_text(format_markdown(report))
     except OSError as err:
         raise OutputError(f"cannot write the evaluation report to {out}: {err}") from err
-    return json_path, md_path
+    return json_path, md_path, write_figure(report, out / REPORT_FIGURE)
 
 
 __all__ = ["METHOD_TITLES", "format_markdown", "method_order", "write_report"]
