@@ -8,6 +8,8 @@ written against the standard exceptions keeps working.
 
 from __future__ import annotations
 
+import math
+
 
 class JflowError(Exception):
     """Base class of every error jflow raises on purpose."""
@@ -15,6 +17,15 @@ class JflowError(Exception):
 
 class ConfigError(JflowError, ValueError):
     """An argument or configuration value is invalid (wrong range, shape or name)."""
+
+
+def require_positive(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number > 0, else a :class:`ConfigError` naming
+    ``name`` and the value."""
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ConfigError(f"{name} must be a finite number > 0, got {value}")
+    return value
 
 
 class UnknownNameError(ConfigError, KeyError):

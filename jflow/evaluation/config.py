@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 from typing import Any, Literal
 
-from jflow.errors import ConfigError
+from jflow.errors import ConfigError, require_positive
 
 REPORT_JSON = "eval_flow.json"
 REPORT_MARKDOWN = "eval_flow.md"
@@ -74,10 +74,8 @@ class EvalFlowConfig:
             raise ConfigError(f"steps must be >= 1, got {self.steps}")
         if not math.isfinite(self.guidance_scale):
             raise ConfigError(f"guidance_scale must be finite, got {self.guidance_scale}")
-        if self.sample_shift is not None and not (
-            math.isfinite(self.sample_shift) and self.sample_shift > 0
-        ):
-            raise ConfigError(f"sample_shift must be a finite number > 0, got {self.sample_shift}")
+        if self.sample_shift is not None:
+            require_positive("sample_shift", self.sample_shift)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.nn_image_size < 1:

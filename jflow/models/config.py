@@ -16,10 +16,9 @@ Three presets:
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Any
 
-from jflow.errors import ConfigError, UnknownNameError
+from jflow.errors import ConfigError, UnknownNameError, require_positive
 
 OBJECTIVES = ("ddpm_eps", "ddpm_v", "flow_matching")
 SCHEDULES = ("linear", "cosine")
@@ -130,14 +129,11 @@ class ObjectiveConfig:
             raise ConfigError(f"sigma_data must be > 0, got {self.sigma_data}")
         if not self.visibility_weight >= 0:
             raise ConfigError(f"visibility_weight must be >= 0, got {self.visibility_weight}")
-        if not (math.isfinite(self.time_shift) and self.time_shift > 0):
-            raise ConfigError(f"time_shift must be a finite number > 0, got {self.time_shift}")
-        if not (math.isfinite(self.sample_shift) and self.sample_shift > 0):
-            raise ConfigError(f"sample_shift must be a finite number > 0, got {self.sample_shift}")
+        require_positive("time_shift", self.time_shift)
+        require_positive("sample_shift", self.sample_shift)
         if self.point_loss not in POINT_LOSSES:
             raise UnknownNameError("point loss", self.point_loss, POINT_LOSSES)
-        if not (math.isfinite(self.huber_c) and self.huber_c > 0):
-            raise ConfigError(f"huber_c must be a finite number > 0, got {self.huber_c}")
+        require_positive("huber_c", self.huber_c)
         if self.default_sampler and self.default_sampler not in SAMPLERS:
             raise UnknownNameError("sampler", self.default_sampler, SAMPLERS)
         if self.default_steps < 0:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from jflow.errors import ConfigError, ShapeError, UnknownNameError
+from jflow.errors import ConfigError, ShapeError, UnknownNameError, require_positive
 from jflow.models.conditioning import Conditioning
 from jflow.models.config import SAMPLERS
 from jflow.models.objectives import (
@@ -272,9 +272,9 @@ def sample(
         raise ConfigError(f"guidance_scale must be finite, got {guidance_scale}")
     if eta is None:
         eta = 1.0 if sampler == "ddpm" else 0.0
-    time_shift = obj.sample_shift if time_shift is None else float(time_shift)
-    if not (np.isfinite(time_shift) and time_shift > 0):
-        raise ConfigError(f"time_shift must be a finite number > 0, got {time_shift}")
+    time_shift = require_positive(
+        "time_shift", obj.sample_shift if time_shift is None else time_shift
+    )
     check_finite(cond.initial_points, "initial_points")
     rng = jax.random.key(0) if rng is None else rng
     graphdef, state = nnx.split(model)

@@ -159,11 +159,10 @@ class PandaReachability:
             jnp.repeat(target_rot, s, axis=0),
         )
         qs, perr, rerr = qs.reshape(n, s, 7), perr.reshape(n, s), rerr.reshape(n, s)
-        best = jnp.argmin(perr + cfg.rotation_weight * rerr, axis=1)
-        perr = jnp.take_along_axis(perr, best[:, None], axis=1)[:, 0]
-        rerr = jnp.take_along_axis(rerr, best[:, None], axis=1)[:, 0]
+        best = (jnp.arange(n), jnp.argmin(perr + cfg.rotation_weight * rerr, axis=1))
+        perr, rerr = perr[best], rerr[best]
         return IKResult(
-            qpos=jnp.take_along_axis(qs, best[:, None, None], axis=1)[:, 0],
+            qpos=qs[best],
             position_error=perr,
             rotation_error=rerr,
             reachable=(perr < cfg.position_tolerance) & (rerr < cfg.rotation_tolerance),
