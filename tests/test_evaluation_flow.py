@@ -13,7 +13,7 @@ import pytest
 from jflow.cli import main
 from jflow.data.kitchen_dataset import GenKitchenConfig, generate_kitchen_dataset
 from jflow.data.shards import ShardedDataSource, read_manifest, write_records
-from jflow.errors import ConfigError, DataError
+from jflow.errors import ConfigError, DataError, OutputError
 from jflow.evaluation.baselines import (
     MeanFlowBaseline,
     NearestNeighbourBaseline,
@@ -23,7 +23,7 @@ from jflow.evaluation.baselines import (
 from jflow.evaluation.clips import load_eval_clips
 from jflow.evaluation.config import EvalFlowConfig
 from jflow.evaluation.direction import direction_cosine, direction_mask, paired_task_ids
-from jflow.evaluation.figure import per_task_ade
+from jflow.evaluation.figure import per_task_ade, write_figure
 from jflow.evaluation.flow_eval import (
     anchor,
     clips_conditioning,
@@ -267,3 +267,14 @@ def test_run_without_checkpoint_and_bad_settings_are_clear_errors(run, data, tmp
     code = main(["eval-flow", "--run", str(empty), "--data", str(data["held"]), "--no-progress"])
     assert code == 2
     assert "has no checkpoint" in capsys.readouterr().err
+
+
+def test_figure_of_a_minimal_report_and_an_unwritable_path(tmp_path):
+    stats = {"overall": {"ade": 0.02}, "per_task": {"open_microwave": {"ade": 0.03}}}
+    report = {"tasks": ["open_microwave"], "methods": {"mean_flow": stats}}
+    rows, drawn, table = per_task_ade(report)
+    assert rows == ["overall", "open_microwave"] and drawn == ["mean_flow"]
+    np.testing.assert_allclose(table[:, 0], [2.0, 3.0])
+    assert cv2.imread(str(write_figure(report, tmp_path / "f.png"))) is not None
+    with pytest.raises(OutputError, match="cannot write the evaluation figure"):
+        write_figure(report, tmp_path / "missing" / "f.png")
