@@ -6,8 +6,9 @@ Both train steps do the same work, interleaved in one process so that both see t
 load: draw noise and a time, build the rectified-flow input ``z_t = (1 - t) x0 + t eps``, run
 the UNet on ``z_t`` with given cross-attention tokens, MSE to the velocity ``eps - x0``, backward,
 global-norm clipping at 1, AdamW (lr 3e-4, weight decay 0.01, eps 1e-8). The UNet input is the
-default config's flow after patching, ``[B, C, T, h, w] = [8, 16, 16, 8, 8]`` (a 16x16 grid of
-4 channels in 2x2 patches), and the cross-attention context is ``[B, 33, 64]`` (16 text
+default config's flow after patching, ``[B, C, T, h, w] = [8, 32, 8, 8, 8]`` (16 frames of a
+16x16 grid of 4 channels in 2x2 patches and frame pairs; ``--frame-patch 1`` gives the
+earlier default's ``[8, 16, 16, 8, 8]``), and the cross-attention context is ``[B, 33, 64]`` (16 text
 tokens, 16 RGB-D tokens and the null token of jflow's conditioning). The JAX side is
 ``FlowUNet.denoise`` with the conditioning encoded once outside the step (diffusers' UNet takes
 ready-made ``encoder_hidden_states``). jflow's whole training step (conditioning encoders, text
@@ -26,7 +27,7 @@ its spatial transformers.
 XLA flags: none are set here (XLA's CPU fusion emitters stay on, as for training; see
 jflow.runtime). Run it alone on the machine:
 
-    python benchmarks/unet_step.py [--repeats 10]
+    python benchmarks/unet_step.py [--repeats 10] [--frame-patch 1]
 
 torch and diffusers come from the ``bench`` extra; jflow itself never imports torch.
 """
@@ -146,7 +147,7 @@ def diffusers_unet(cfg: FlowModelConfig):
 
     if len(cfg.channels) != 2 or cfg.attention_levels != (False, True):
         raise SystemExit("the diffusers mirror is written for the default two-level config")
-    in_ch = cfg.flow_channels * cfg.patch_size**2
+    in_ch = cfg.flow_channels * cfg.patch_size**2 * cfg.frame_patch
     unet = UNetMotionModel(
         in_channels=in_ch,
         out_channels=in_ch,
@@ -178,8 +179,9 @@ def torch_step(cfg: FlowModelConfig, batch: int):
     torch.manual_seed(0)
     unet = diffusers_unet(cfg).train()
     optimizer = torch.optim.AdamW(unet.parameters(), lr=LR, weight_decay=WEIGHT_DECAY, eps=ADAM_EPS)
-    p, (gh, gw) = cfg.patch_size, cfg.grid_hw
-    x0 = torch.randn(batch, cfg.flow_channels * p * p, cfg.num_frames, gh // p, gw // p)
+    p, k, (gh, gw) = cfg.patch_size, cfg.frame_patch, cfg.grid_hw
+    frames = cfg.num_frames // k
+    x0 = torch.randn(batch, cfg.flow_channels * p * p * k, frames, gh // p, gw // p)
     context = torch.randn(batch, CONTEXT_TOKENS, cfg.cond_dim)
     n_train = cfg.objective.num_train_steps
 
@@ -190,7 +192,7 @@ def torch_step(cfg: FlowModelConfig, batch: int):
         z = (1 - tb) * x0 + tb * eps
         # diffusers' UNetMotionModel wants the context per frame (AnimateDiffPipeline repeats
         # it; jflow's denoise repeats it inside).
-        frames_context = context.repeat_interleave(cfg.num_frames, dim=0)
+        frames_context = context.repeat_interleave(frames, dim=0)
         out = unet(z, t * n_train, encoder_hidden_states=frames_context).sample
         loss = torch.mean((out - (eps - x0)) ** 2)
         optimizer.zero_grad(set_to_none=True)
@@ -210,8 +212,13 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10, help="measured steps per model")
     parser.add_argument("--sample-repeats", type=int, default=5)
     parser.add_argument("--image", type=int, default=128, help="first-frame size (gen-kitchen)")
+    parser.add_argument(
+        "--frame-patch", type=int, default=0, help="frames per UNet step (0: the default's)"
+    )
     args = parser.parse_args()
     cfg = FlowModelConfig.default()
+    if args.frame_patch:
+        cfg = FlowModelConfig.default(frame_patch=args.frame_patch)
     b = args.batch_size
     print(
         f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} CPUs; jax {jax.__version__} "
@@ -236,7 +243,9 @@ def main() -> None:
         tw += w
         tc += c
     med = statistics.median
-    print(f"\ntrain step, batch {b} of UNet input [C, T, h, w] = [16, 16, 8, 8]")
+    p, k = cfg.patch_size, cfg.frame_patch
+    shape = [cfg.flow_channels * p * p * k, cfg.num_frames // k, *(n // p for n in cfg.grid_hw)]
+    print(f"\ntrain step, batch {b} of UNet input [C, T, h, w] = {shape}")
     print(f"  parameters: jflow FlowUNet (UNet only) {jax_params:,}; diffusers {torch_params:,}")
     print(f"  jflow compile (first step): {jax_compile:.1f} s")
     print(f"  median of {args.repeats} steps   wall s   CPU s (all threads)")

@@ -215,7 +215,7 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         huber_c=0.1,
         motion_levels=(False, True),
         point_freqs=8,
-        frame_patch=2,
+        frame_patch=4,
         grid_embedding=True,
     )
     model_config = config.model_config(8, (8, 8))
@@ -232,8 +232,19 @@ def test_objective_settings_reach_the_model_config(tmp_path):
     default = TrainConfig(data=tmp_path).model_config(8, (8, 8))
     assert [default.motion_at(level) for level in (0, 1)] == [True, True]
     assert (model_config.point_freqs, default.point_freqs) == (8, 6)  # 6: the preset's
-    assert (model_config.frame_patch, default.frame_patch) == (2, 1)
+    assert (model_config.frame_patch, default.frame_patch) == (4, 2)  # 2: the preset's
+    # The preset's pairs fall back to single frames for an odd clip length.
+    assert TrainConfig(data=tmp_path).model_config(5, (8, 8)).frame_patch == 1
     assert (model_config.grid_embedding, default.grid_embedding) == (True, False)
+    # `jflow train` without options trains exactly the default preset.
+    from jflow.models.config import FlowModelConfig
+
+    assert TrainConfig(data=tmp_path).model_config(16, (16, 16)) == FlowModelConfig.default()
+    assert (default.objective.time_shift, default.objective.displacement_scale) == (3.0, 6.0)
+    assert (default.objective.sampler, default.objective.steps) == ("euler", 2)
+    # Another objective does not inherit the preset's few-step sampler.
+    ddpm = TrainConfig(data=tmp_path, objective="ddpm_eps").model_config(8, (8, 8)).objective
+    assert (ddpm.sampler, ddpm.steps) == ("ddim", 50)
     with pytest.raises(ConfigError, match="displacement_scale"):
         TrainConfig(data=tmp_path, displacement_scale=0.0).model_config(8, (8, 8))
     with pytest.raises(ConfigError, match="motion_levels"):
@@ -259,8 +270,8 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     assert saved["train"]["motion_levels"] == [False, True]
     _check_run_config(run, config, model_config)  # the same settings resume
 
-    # A run saved before point_loss, huber_c, motion_levels, point_freqs, frame_patch and
-    # grid_embedding.
+    # A run saved before point_loss, huber_c, motion_levels, point_freqs, frame_patch,
+    # grid_embedding and optimizer (such a run trained with AdamW, whatever the default).
     plain = TrainConfig(data=tmp_path, out=run)
     old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
     for key in (
@@ -270,6 +281,7 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
         "point_freqs",
         "frame_patch",
         "grid_embedding",
+        "optimizer",
     ):
         del old["train"][key]
     del old["model"]["objective"]["point_loss"], old["model"]["objective"]["huber_c"]
@@ -280,3 +292,58 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     changed = dataclasses.replace(plain, point_loss="pseudo_huber")
     with pytest.raises(CheckpointError, match="point_loss: 'mse' -> 'pseudo_huber'"):
         _check_run_config(run, changed, changed.model_config(8, (8, 8)))
+    (run / "config.json").write_text(json.dumps(old))
+    muon = dataclasses.replace(plain, optimizer="muon")
+    with pytest.raises(CheckpointError, match="optimizer: 'adamw' -> 'muon'"):
+        _check_run_config(run, muon, muon.model_config(8, (8, 8)))
+
+
+def test_muon_orthogonalises_the_hidden_kernels_and_a_run_remembers_it(
+    dataset, text_encoder, tmp_path
+):
+    import jax
+    import optax
+    from flax import nnx
+
+    from jflow.models import FlowUNet
+    from jflow.models.config import FlowModelConfig
+    from jflow.training.trainer import load_trained_model, muon_dimensions
+
+    model = FlowUNet(FlowModelConfig.tiny(), rngs=nnx.Rngs(0))
+    params = nnx.state(model, nnx.Param)
+    dims = muon_dimensions(params)
+    specs = {
+        jax.tree_util.keystr(path): spec
+        for path, spec in jax.tree_util.tree_leaves_with_path(
+            dims, is_leaf=lambda x: x is None or isinstance(x, optax.contrib.MuonDimensionNumbers)
+        )
+    }
+    shapes = {
+        jax.tree_util.keystr(p): v.shape for p, v in jax.tree_util.tree_leaves_with_path(params)
+    }
+    assert specs.keys() == shapes.keys()
+    muon = {k for k, s in specs.items() if s is not None}
+    for key in muon:
+        assert "kernel" in key and "conv_in" not in key and "conv_out" not in key
+        assert specs[key].output_axis == (3 if len(shapes[key]) == 4 else 1)
+    # Every hidden kernel is Muon's; the first and last convolutions, biases, norms, embeddings
+    # stay with AdamW.
+    hidden = {
+        k for k, s in shapes.items() if "kernel" in k and "conv_in" not in k and "conv_out" not in k
+    }
+    assert muon == hidden and len(muon) > 20
+    assert specs["['conv_out']['kernel'].value"] is None
+
+    out = tmp_path / "muon"
+    train(
+        config(dataset, out, steps=4, checkpoint_every=2, optimizer="muon"),
+        text_encoder=text_encoder,
+    )
+    run_losses = losses(out)
+    assert sorted(run_losses) == [1, 2, 3, 4] and np.all(np.isfinite(list(run_losses.values())))
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["train"]["optimizer"] == "muon"
+    _, _, step = load_trained_model(out)
+    assert step == 4
+    with pytest.raises(CheckpointError, match="optimizer: 'muon' -> 'adamw'"):
+        train(config(dataset, out, steps=6, optimizer="adamw"), text_encoder=text_encoder)

@@ -129,7 +129,6 @@ def prepare_model(command, dataset_dir: Path, manifest: dict, say):
         model="default",
         steps=command.train_steps,
         batch_size=command.batch_size,
-        learning_rate=5e-4,
         warmup_steps=min(50, max(1, command.train_steps // 5)),
         max_minutes=command.train_minutes,
         checkpoint_every=command.train_steps,

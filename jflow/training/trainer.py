@@ -47,12 +47,49 @@ def make_optimizer(config: TrainConfig) -> optax.GradientTransformation:
         decay_steps=max(config.steps, 2),
         end_value=config.learning_rate * 0.1,
     )
-    return optax.chain(
-        optax.clip_by_global_norm(config.grad_clip),
-        optax.adamw(
+    if config.optimizer == "muon":
+        update = optax.contrib.muon(
+            schedule,
+            eps=config.adam_eps,
+            weight_decay=config.weight_decay,
+            adam_b1=0.9,
+            adam_b2=0.999,
+            adam_weight_decay=config.weight_decay,
+            muon_weight_dimension_numbers=muon_dimensions,
+            consistent_rms=0.2,
+        )
+    else:
+        update = optax.adamw(
             schedule, b1=0.9, b2=0.999, eps=config.adam_eps, weight_decay=config.weight_decay
-        ),
-    )
+        )
+    return optax.chain(optax.clip_by_global_norm(config.grad_clip), update)
+
+
+MUON_EXCLUDED = ("conv_in", "conv_out")
+"""Parameters under these names stay with AdamW under ``--optimizer muon`` (Muon is meant for
+the hidden layers; the network's first and last layers map to and from the data)."""
+
+
+def muon_dimensions(params):
+    """Per parameter: how Muon reads it as a matrix, or None for AdamW.
+
+    Dense kernels ``[in, out]`` are matrices as they are; convolution kernels
+    ``[kh, kw, in, out]`` are orthogonalised as ``[kh * kw * in, out]``. Biases, norm scales,
+    learned embeddings (``pos``, ``null_token``, not named ``kernel``) and the kernels of
+    :data:`MUON_EXCLUDED` get None.
+    """
+
+    def spec(path, leaf):
+        names = [str(getattr(k, "key", getattr(k, "idx", k))) for k in path]
+        if "kernel" not in names or any(n in MUON_EXCLUDED for n in names):
+            return None
+        if leaf.ndim == 2:
+            return optax.contrib.MuonDimensionNumbers(reduction_axis=0, output_axis=1)
+        if leaf.ndim == 4:
+            return optax.contrib.MuonDimensionNumbers(reduction_axis=(0, 1, 2), output_axis=3)
+        return None
+
+    return jax.tree_util.tree_map_with_path(spec, params)
 
 
 def _tree_finite(tree) -> jax.Array:
@@ -275,15 +312,24 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
     return {"step": step, "run_dir": str(run_dir), **last}
 
 
+LEGACY_TRAIN_VALUES = {"optimizer": "adamw"}
+"""What a run saved before these training fields existed trained with (the defaults may move)."""
+
+
 def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowModelConfig) -> None:
     """A run folder keeps its config; resuming with results-changing differences is refused."""
     path = run_dir / "config.json"
     current = {"train": config.to_dict(), "model": model_config.to_dict()}
     if path.is_file():
         saved = json.loads(path.read_text())
-        # Fields added after the run was saved read as their defaults there: the training
-        # settings' defaults, and the model's legacy values (FlowModelConfig.from_dict).
-        saved_train = {**TrainConfig(data=config.data).to_dict(), **saved["train"]}
+        # Fields added after the run was saved read as what it trained with: the training
+        # settings' legacy values or defaults, and the model's legacy values
+        # (FlowModelConfig.from_dict).
+        saved_train = {
+            **TrainConfig(data=config.data).to_dict(),
+            **LEGACY_TRAIN_VALUES,
+            **saved["train"],
+        }
         diffs = [
             f"{k}: {saved_train[k]!r} -> {v!r}"
             for k, v in current["train"].items()
