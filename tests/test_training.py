@@ -272,7 +272,8 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
 
     # A run saved before point_loss, huber_c, motion_levels, point_freqs, frame_patch,
     # grid_embedding and optimizer (such a run trained with AdamW, whatever the default).
-    plain = TrainConfig(data=tmp_path, out=run)
+    # Such a run trained with AdamW on single frames: resuming it takes those settings.
+    plain = TrainConfig(data=tmp_path, out=run, optimizer="adamw", frame_patch=1)
     old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
     for key in (
         "point_loss",
@@ -296,6 +297,23 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     muon = dataclasses.replace(plain, optimizer="muon")
     with pytest.raises(CheckpointError, match="optimizer: 'adamw' -> 'muon'"):
         _check_run_config(run, muon, muon.model_config(8, (8, 8)))
+    # Today's defaults (Muon, frame pairs) are refused with both differences listed.
+    (run / "config.json").write_text(json.dumps(old))
+    today = TrainConfig(data=tmp_path, out=run)
+    with pytest.raises(CheckpointError, match="(?s)optimizer: 'adamw' -> 'muon'.*frame_patch"):
+        _check_run_config(run, today, today.model_config(8, (8, 8)))
+    # A run saved with "the preset's" frame grouping (0) when the preset had single frames
+    # resumes with the value spelled out, and not with today's preset (pairs).
+    (run / "config.json").write_text(
+        json.dumps({**old, "train": plain.to_dict() | {"frame_patch": 0}})
+    )
+    _check_run_config(run, plain, plain.model_config(8, (8, 8)))
+    (run / "config.json").write_text(
+        json.dumps({**old, "train": plain.to_dict() | {"frame_patch": 0}})
+    )
+    pairs = dataclasses.replace(plain, frame_patch=0)
+    with pytest.raises(CheckpointError, match="frame_patch: saved 1 != current 2"):
+        _check_run_config(run, pairs, pairs.model_config(8, (8, 8)))
 
 
 def test_muon_orthogonalises_the_hidden_kernels_and_a_run_remembers_it(

@@ -315,6 +315,10 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
 LEGACY_TRAIN_VALUES = {"optimizer": "adamw"}
 """What a run saved before these training fields existed trained with (the defaults may move)."""
 
+PRESET_OVERRIDES = {"motion_levels", "point_freqs", "frame_patch"}
+"""Training fields whose empty value means "the preset's": a run compares by the model config
+they give (the preset's value may have moved since the run was saved), not by the field."""
+
 
 def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowModelConfig) -> None:
     """A run folder keeps its config; resuming with results-changing differences is refused."""
@@ -333,7 +337,7 @@ def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowMode
         diffs = [
             f"{k}: {saved_train[k]!r} -> {v!r}"
             for k, v in current["train"].items()
-            if k not in RESUMABLE_FIELDS and saved_train[k] != v
+            if k not in RESUMABLE_FIELDS | PRESET_OVERRIDES and saved_train[k] != v
         ]
         diffs += config_diff(FlowModelConfig.from_dict(saved["model"]), model_config)
         if diffs:
