@@ -216,9 +216,7 @@ def main() -> None:
         "--frame-patch", type=int, default=0, help="frames per UNet step (0: the default's)"
     )
     args = parser.parse_args()
-    cfg = FlowModelConfig.default()
-    if args.frame_patch:
-        cfg = FlowModelConfig.default(frame_patch=args.frame_patch)
+    cfg = FlowModelConfig.default(**({"frame_patch": args.frame_patch} if args.frame_patch else {}))
     b = args.batch_size
     print(
         f"{datetime.date.today()}  {cpu_name()}, {os.cpu_count()} CPUs; jax {jax.__version__} "

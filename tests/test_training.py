@@ -271,8 +271,8 @@ def test_a_saved_run_config_compares_equal_and_old_runs_read_new_fields_as_defau
     _check_run_config(run, config, model_config)  # the same settings resume
 
     # A run saved before point_loss, huber_c, motion_levels, point_freqs, frame_patch,
-    # grid_embedding and optimizer (such a run trained with AdamW, whatever the default).
-    # Such a run trained with AdamW on single frames: resuming it takes those settings.
+    # grid_embedding and optimizer: it trained with AdamW on single frames, whatever today's
+    # defaults, and resumes with those settings.
     plain = TrainConfig(data=tmp_path, out=run, optimizer="adamw", frame_patch=1)
     old = {"train": plain.to_dict(), "model": plain.model_config(8, (8, 8)).to_dict()}
     for key in (

@@ -181,6 +181,13 @@ def _preset_frame_patch(preset: int, num_frames: int) -> int:
     return preset if num_frames % preset == 0 else 1
 
 
+LEGACY_TRAIN_VALUES = {"optimizer": "adamw"}
+"""What a run saved before these training fields existed trained with (the defaults may move)."""
+
+PRESET_OVERRIDES = {"motion_levels", "point_freqs", "frame_patch"}
+"""Training fields whose empty value means "the preset's": a run compares by the model config
+they give (the preset's value may have moved since the run was saved), not by the field."""
+
 # Fields that may change between a run and its resumption without changing the results.
 RESUMABLE_FIELDS = {
     "fast_compile",

@@ -28,7 +28,12 @@ from jflow.data.pipeline import PipelineConfig, make_dataset
 from jflow.errors import CheckpointError, ConfigError, DataError, ShapeError, TrainingError
 from jflow.models.config import FlowModelConfig, config_diff
 from jflow.training.checkpoint import Checkpointer
-from jflow.training.config import RESUMABLE_FIELDS, TrainConfig
+from jflow.training.config import (
+    LEGACY_TRAIN_VALUES,
+    PRESET_OVERRIDES,
+    RESUMABLE_FIELDS,
+    TrainConfig,
+)
 from jflow.training.mesh import (
     batch_sharding,
     check_batch_divisible,
@@ -310,14 +315,6 @@ def train(config: TrainConfig, *, text_encoder=None, loss_fn=None) -> dict[str, 
         if writer is not None:
             writer.close()
     return {"step": step, "run_dir": str(run_dir), **last}
-
-
-LEGACY_TRAIN_VALUES = {"optimizer": "adamw"}
-"""What a run saved before these training fields existed trained with (the defaults may move)."""
-
-PRESET_OVERRIDES = {"motion_levels", "point_freqs", "frame_patch"}
-"""Training fields whose empty value means "the preset's": a run compares by the model config
-they give (the preset's value may have moved since the run was saved), not by the field."""
 
 
 def _check_run_config(run_dir: Path, config: TrainConfig, model_config: FlowModelConfig) -> None:
