@@ -253,6 +253,8 @@ def test_objective_settings_reach_the_model_config(tmp_path):
         TrainConfig(data=tmp_path, point_freqs=-1).validate()
     with pytest.raises(ConfigError, match="frame_patch"):
         TrainConfig(data=tmp_path, frame_patch=-1).validate()
+    with pytest.raises(ConfigError, match="sgd"):
+        TrainConfig(data=tmp_path, optimizer="sgd").validate()
     with pytest.raises(ConfigError, match="frame_patch"):
         TrainConfig(data=tmp_path, frame_patch=3).model_config(8, (8, 8))
 

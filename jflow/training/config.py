@@ -6,7 +6,9 @@ import dataclasses
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from jflow.errors import ConfigError
+from jflow.errors import ConfigError, UnknownNameError
+
+OPTIMIZERS = ("muon", "adamw")
 
 if TYPE_CHECKING:
     from jflow.models.config import FlowModelConfig
@@ -116,6 +118,8 @@ class TrainConfig:
             raise ConfigError(
                 f"frame_patch must be >= 0 (0 = the preset's), got {self.frame_patch}"
             )
+        if self.optimizer not in OPTIMIZERS:
+            raise UnknownNameError("optimizer", self.optimizer, OPTIMIZERS)
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.log_every < 1 or self.checkpoint_every < 1:
