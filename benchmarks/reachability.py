@@ -4,7 +4,8 @@ Both run the same damped-least-squares algorithm (jflow.planning.reachability) o
 1000 candidate end-effector poses (FK of random in-limit configurations, positions jittered by
 15 cm, so that some are out of reach), on the same arm-only Panda model, from the same seeds.
 The MJX side solves all candidates (and all seeds) in one jitted, vmapped call with a fixed
-number of iterations. The C-API side (``mj_kinematics``, ``mj_comPos``, ``mj_jacSite`` and a
+number of iterations, compiled as the library compiles it (XLA's CPU fast math, IEEE NaN/Inf
+semantics kept) and, interleaved with it, with strict arithmetic. The C-API side (``mj_kinematics``, ``mj_comPos``, ``mj_jacSite`` and a
 numpy DLS step per candidate and iteration) is timed twice: step for step the same computation
 (fixed iterations, every seed), and as a per-call loop would naturally run (``early_exit``:
 each seed stops once the pose is reached, each candidate at the first seed that reaches it).
@@ -85,10 +86,13 @@ def main() -> None:
         jaxlie.SO3.from_matrix(jnp.asarray(rot, jnp.float32)), jnp.asarray(pos, jnp.float32)
     )
     checker = PandaReachability(config)
+    strict = PandaReachability(config, fast_math=False)
     box: dict = {}
     compile_s, _ = timed(lambda: jax.block_until_ready(checker(poses)), box, "mjx")
+    timed(lambda: jax.block_until_ready(strict(poses)), box, "mjx_strict")
     sides = {
         "mjx": lambda: jax.block_until_ready(checker(poses)),
+        "mjx_strict": lambda: jax.block_until_ready(strict(poses)),
         "capi": lambda: mujoco_reference_ik(pos, rot, config, checker.mj_model),
         "capi_early": lambda: mujoco_reference_ik(
             pos, rot, config, checker.mj_model, early_exit=True
@@ -98,6 +102,7 @@ def main() -> None:
     for _ in range(args.repeats):  # interleaved, so that load spikes hit every side
         for _ in range(3):
             runs["mjx"].append(timed(sides["mjx"], box, "mjx"))
+            runs["mjx_strict"].append(timed(sides["mjx_strict"], box, "mjx_strict"))
         runs["capi"].append(timed(sides["capi"], box, "capi"))
         runs["capi_early"].append(timed(sides["capi_early"], box, "capi_early"))
     reach = np.asarray(box["mjx"].reachable)
@@ -111,23 +116,30 @@ def main() -> None:
     print(f"MJX batched: compile {compile_s:.1f} s (first call)")
     labels = {
         "mjx": "MJX batched, one call",
+        "mjx_strict": "MJX, strict arithmetic",
         "capi": "C-API loop, same steps",
         "capi_early": "C-API loop, early exit",
     }
     for key, label in labels.items():
-        decision = reach if key == "mjx" else box[key][3]
+        decision = np.asarray(box[key].reachable) if key.startswith("mjx") else box[key][3]
         print(
             f"{label:24s} min {wall[key].min() * 1e3:8.1f} ms, median "
             f"{np.median(wall[key]) * 1e3:8.1f} ms of {wall[key].size} (CPU "
             f"{cpu[key].min() * 1e3:8.1f} ms); reachable {decision.mean():.3f}; agreement "
             f"with MJX {np.mean(decision == reach):.4f}"
         )
-    for key in ("capi", "capi_early"):
-        print(
-            f"speed-up vs {labels[key]}: {wall[key].min() / wall['mjx'].min():.1f}x (min wall), "
-            f"{np.median(wall[key]) / np.median(wall['mjx']):.1f}x (median wall), "
-            f"{cpu[key].min() / cpu['mjx'].min():.1f}x (CPU time)"
-        )
+    print(
+        f"fast math vs strict arithmetic: {cpu['mjx'].min() / cpu['mjx_strict'].min():.2f}x "
+        "the CPU time"
+    )
+    for base in ("mjx", "mjx_strict"):
+        for key in ("capi", "capi_early"):
+            print(
+                f"{labels[base]} vs {labels[key]}: "
+                f"{wall[key].min() / wall[base].min():.1f}x (min wall), "
+                f"{np.median(wall[key]) / np.median(wall[base]):.1f}x (median wall), "
+                f"{cpu[key].min() / cpu[base].min():.1f}x (CPU time)"
+            )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
 

@@ -1,19 +1,45 @@
-"""Process-level settings that must be made before JAX or MuJoCo's renderer start.
+"""Settings that must be made before JAX or MuJoCo's renderer start, and per-function XLA options.
 
-XLA reads ``XLA_FLAGS`` once, when JAX initialises its backend, so entry points choose flags
-before the first JAX computation. Measured on the 2-core CPU machine (docs/benchmarks.md):
-``--xla_cpu_use_fusion_emitters=false`` makes MJX batch-100 forward kinematics 2.5 s -> 0.4 ms
-and a jaxopt Levenberg-Marquardt solve 237 -> 102 ms, but a small conv+attention train step
-about 20% slower. So planning entry points turn the fusion emitters off and training entry
-points leave them on.
+XLA reads ``XLA_FLAGS`` once, when JAX initialises its backend. Measured on the 2-core CPU
+machine (docs/benchmarks.md): ``--xla_cpu_use_fusion_emitters=false`` makes MJX batch-100
+forward kinematics 2.5 s -> 0.4 ms and a jaxopt Levenberg-Marquardt solve 237 -> 102 ms, but a
+small conv+attention train step about 20% slower. Planning needs the fusion emitters off and
+training wants them on, often in one process (a notebook, ``jflow demo``).
+
+So the setting is made per compiled function: :func:`planning_jit` passes
+:data:`PLANNING_COMPILER_OPTIONS` to ``jax.jit`` as ``compiler_options`` when it compiles for
+the CPU. jflow's planning functions are built with it and run at speed whatever ``XLA_FLAGS``
+the process started with; everything else keeps XLA's default. :func:`configure_for_planning`
+still sets the process-wide flag, for code that jits MJX kinematics with a plain ``jax.jit``.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
 FUSION_EMITTERS_OFF = "--xla_cpu_use_fusion_emitters=false"
+PLANNING_COMPILER_OPTIONS: dict[str, bool] = {"xla_cpu_use_fusion_emitters": False}
+""":data:`FUSION_EMITTERS_OFF` as a per-function XLA compile option (``jax.jit(...,
+compiler_options=...)``): MJX kinematics and the least-squares solves need it on CPU."""
+FAST_MATH_OPTIONS: dict[str, bool] = {
+    "xla_cpu_enable_fast_math": True,
+    "xla_cpu_fast_math_honor_nans": True,
+    "xla_cpu_fast_math_honor_infs": True,
+    "xla_cpu_fast_math_honor_division": True,
+    "xla_cpu_fast_math_honor_functions": True,
+}
+"""XLA's CPU fast math, with its switches for NaN, Inf, division and library functions left
+on: the compiler may reassociate and contract (fused multiply-add) floating-point arithmetic.
+``isnan``/``isinf`` still classify, and a NaN still propagates through sums, products and
+norms, but algebraic identities may be applied to it (``x - x`` and ``x * 0`` compile to 0 for
+a NaN ``x``), so a function compiled with it must check its inputs first. Only the batched IK of
+``jflow.planning.reachability`` uses it (13 to 17% less CPU per solve, the same
+reachable/unreachable decisions; docs/benchmarks.md), and it refuses non-finite poses before
+the solve; the trajectory optimisers keep strict arithmetic."""
 
 
 def configure_rendering() -> None:
@@ -43,6 +69,25 @@ def _jax_backend_started() -> bool:
     from jax._src import xla_bridge  # No public API tells whether the backend has started.
 
     return xla_bridge.backends_are_initialized()
+
+
+def planning_jit(fun: Callable, *, fast_math: bool = False, **jit_kwargs: Any) -> Callable:
+    """``jax.jit(fun, **jit_kwargs)`` with :data:`PLANNING_COMPILER_OPTIONS` (and
+    :data:`FAST_MATH_OPTIONS` if ``fast_math``) when JAX's default backend is the CPU.
+
+    The options are XLA CPU settings; other backends get the plain ``jax.jit`` (the backend is
+    read at the first call, so building a function does not start JAX)."""
+    import jax
+
+    options = {**PLANNING_COMPILER_OPTIONS, **(FAST_MATH_OPTIONS if fast_math else {})}
+    on_cpu = jax.jit(fun, compiler_options=options, **jit_kwargs)
+    elsewhere = jax.jit(fun, **jit_kwargs)
+
+    @functools.wraps(fun)
+    def call(*args, **kwargs):
+        return (on_cpu if jax.default_backend() == "cpu" else elsewhere)(*args, **kwargs)
+
+    return call
 
 
 def configure_for_planning() -> bool:

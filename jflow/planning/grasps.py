@@ -28,6 +28,7 @@ from jflow.geometry.rigid import rigid_fit
 from jflow.geometry.sampling import farthest_point_sampling
 from jflow.planning.reachability import IKResult, PandaReachability
 from jflow.robots import panda
+from jflow.runtime import planning_jit
 
 ANYGRASP_FROM_EE = np.array([[0.0, 0.0, 1.0], [0.0, 1.0, 0.0], [-1.0, 0.0, 0.0]])
 """Rotation ``anygrasp_from_ee``: EE z = AnyGrasp x (approach), EE y = AnyGrasp y (closing)."""
@@ -245,7 +246,7 @@ def object_motions(flow: ObjectFlow) -> jaxlie.SE3:
     return fits.target_from_source
 
 
-_fits = jax.jit(jax.vmap(rigid_fit, in_axes=(None, 0, 0)))
+_fits = planning_jit(jax.vmap(rigid_fit, in_axes=(None, 0, 0)))
 
 
 @dataclasses.dataclass(frozen=True)

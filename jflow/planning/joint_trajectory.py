@@ -73,6 +73,7 @@ from jflow.robots.kinematics import (
     panda_kinematics,
     point_jacobian,
 )
+from jflow.runtime import planning_jit
 
 
 @jdc.pytree_dataclass
@@ -439,10 +440,10 @@ def batched_joint_trajectory_solver(config: JointTrajectoryConfig = JointTraject
     def one(problem, weights):
         return solve_joint_trajectory(problem, weights, config)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return planning_jit(jax.vmap(one, in_axes=(0, None)))
 
 
-_solve_jit = jax.jit(solve_joint_trajectory, static_argnames=("config",))
+_solve_jit = planning_jit(solve_joint_trajectory, static_argnames=("config",))
 
 
 def optimize_joint_trajectory(

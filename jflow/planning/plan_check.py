@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-import jax
 import jax.numpy as jnp
 import jaxlie
 import numpy as np
@@ -27,6 +26,7 @@ from jflow.geometry.camera import PinholeIntrinsics
 from jflow.geometry.rigid import RigidFit, robust_rigid_fit
 from jflow.planning.splatting import SplatImage, render_moved_object
 from jflow.planning.verifier import PlanProposal, RuleVerifier, Verdict, Verifier
+from jflow.runtime import planning_jit
 
 FlowSampler = Callable[[int], Sequence[ObjectFlow]]
 """``sampler(attempt)`` returns one or more flows for the same observation."""
@@ -102,7 +102,7 @@ def fit_object_motion(flow: ObjectFlow, trim_fraction: float = 0.2) -> RigidFit:
     return fit
 
 
-_robust_fit = jax.jit(
+_robust_fit = planning_jit(
     robust_rigid_fit, static_argnames=("iterations", "with_scale", "collinear_tol")
 )
 

@@ -48,6 +48,7 @@ from jflow.geometry.sampling import farthest_point_sampling
 from jflow.geometry.transforms import transform_points
 from jflow.planning.solver import NormalEquations, SolverConfig, make_solver
 from jflow.planning.workspace import Workspace
+from jflow.runtime import planning_jit
 
 
 @jdc.pytree_dataclass
@@ -537,7 +538,7 @@ def batched_trajectory_solver(config: TrajectoryConfig = TrajectoryConfig()):
     def one(problem, weights):
         return solve_trajectory(problem, weights, config)
 
-    return jax.jit(jax.vmap(one, in_axes=(0, None)))
+    return planning_jit(jax.vmap(one, in_axes=(0, None)))
 
 
 def optimize_trajectory(
@@ -556,7 +557,7 @@ def optimize_trajectory(
     return _solve_jit(problem, CostWeights.default() if weights is None else weights, config)
 
 
-_solve_jit = jax.jit(solve_trajectory, static_argnames=("config",))
+_solve_jit = planning_jit(solve_trajectory, static_argnames=("config",))
 
 __all__ = [
     "CostWeights",

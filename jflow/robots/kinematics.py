@@ -16,7 +16,8 @@ returns in the world frame (for a revolute chain the anchor is a point on the ax
   ``d log m / dq_k = tr((J J^T)^{-1} dJ/dq_k J^T)``.
 
 All functions take one configuration and are jittable and vmappable. MJX kinematics on CPU
-needs XLA's fusion emitters off (``jflow.runtime.configure_for_planning``).
+needs XLA's fusion emitters off: jit it with ``jflow.runtime.planning_jit`` (as the planner
+does), or call ``jflow.runtime.configure_for_planning()`` before JAX starts.
 """
 
 from __future__ import annotations
