@@ -16,14 +16,14 @@ import argparse
 import json
 from pathlib import Path
 
-from jflow.runtime import configure_for_planning
+from jflow.runtime import configure_rendering
 
 # Settings that may differ between pieces of one table.
 PIECE_FIELDS = {"out", "tasks", "methods", "episodes", "first_seed", "progress", "videos"}
 
 
 def run(args: argparse.Namespace) -> None:
-    configure_for_planning()
+    configure_rendering()
     from jflow.pipeline.evaluation import EvalKitchenConfig, evaluate_kitchen
 
     config = EvalKitchenConfig(

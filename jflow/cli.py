@@ -159,18 +159,12 @@ def run_eval_flow(config: EvalFlowConfig) -> None:
 
 
 def run_demo(command: Demo) -> None:
-    from jflow.pipeline.process import require_planning_flags
-
-    require_planning_flags()
     from jflow.pipeline.demo import run_demo as demo
 
     demo(command)
 
 
 def run_eval_kitchen(config: EvalKitchenConfig) -> None:
-    from jflow.pipeline.process import require_planning_flags
-
-    require_planning_flags()
     from jflow.pipeline.evaluation import RESULTS_JSON, RESULTS_MARKDOWN, evaluate_kitchen
 
     evaluate_kitchen(config)

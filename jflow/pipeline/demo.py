@@ -15,8 +15,9 @@
    the task's first ``ours`` episode), ``videos/rollout_<method>_<task>_<seed>.mp4`` and an index
    ``README.md`` linking them.
 
-JAX's persistent compilation cache lives in ``OUT/.jax_cache``. The demo's own process has
-planning's settings (:func:`jflow.pipeline.process.require_planning_flags`).
+JAX's persistent compilation cache lives in ``OUT/.jax_cache``. The demo's own process keeps
+XLA's default CPU settings: the planner's functions compile with their own
+(:func:`jflow.runtime.planning_jit`).
 """
 
 from __future__ import annotations
@@ -181,9 +182,6 @@ def use_compilation_cache(folder: Path) -> None:
 
 def run_demo(command) -> dict[str, Any]:
     """The demo (module docs); ``command`` is :class:`jflow.cli.Demo`. Returns a summary."""
-    from jflow.pipeline.process import require_planning_flags
-
-    require_planning_flags()
     use_compilation_cache(command.out / ".jax_cache")
     from tqdm.auto import tqdm
 

@@ -12,8 +12,8 @@ and the reason when no plan exists) and ``plan.png`` (current view with the plan
 and the flow's keypoints, beside the predicted final view).
 
 The lead wires the CLI: ``PlanCommand`` is the frozen config, ``run_plan(command)`` the function.
-Process settings: ``run_plan`` calls :func:`jflow.runtime.configure_for_planning` before JAX
-starts (MJX and the least-squares solves need XLA's CPU fusion emitters off).
+Process settings: none. MJX kinematics and the least-squares solves need XLA's CPU fusion
+emitters off; their jitted functions set that for themselves (:func:`jflow.runtime.planning_jit`).
 """
 
 from __future__ import annotations
@@ -251,9 +251,9 @@ def write_plan(result: PlanResult, out: Path, observation=None) -> list[Path]:
 
 def run_plan(command: PlanCommand) -> PlanResult:
     """The ``jflow plan`` job: load the clip, plan, write the outputs, print the reason."""
-    from jflow.runtime import configure_for_planning
+    from jflow.runtime import configure_rendering
 
-    configure_for_planning()
+    configure_rendering()
     from jflow.data.records_io import decode_record
     from jflow.flow.records import FlowClip
     from jflow.planning.plan_check import Observation, PlanCheckConfig
