@@ -4,9 +4,10 @@ Both run the same damped-least-squares algorithm (jflow.planning.reachability) o
 1000 candidate end-effector poses (FK of random in-limit configurations, positions jittered by
 15 cm, so that some are out of reach), on the same arm-only Panda model, from the same seeds.
 The MJX side solves all candidates (and all seeds) in one jitted, vmapped call with a fixed
-number of iterations, compiled as the library compiles it (XLA's CPU fast math, IEEE NaN/Inf
-semantics kept) and, interleaved with it, with strict arithmetic. The C-API side (``mj_kinematics``, ``mj_comPos``, ``mj_jacSite`` and a
-numpy DLS step per candidate and iteration) is timed twice: step for step the same computation
+number of iterations, compiled as the library compiles it (XLA's CPU fast math,
+``jflow.runtime.FAST_MATH_OPTIONS``) and, interleaved with it, with strict arithmetic. The
+C-API side (``mj_kinematics``, ``mj_comPos``, ``mj_jacSite`` and a numpy DLS step per
+candidate and iteration) is timed twice: step for step the same computation
 (fixed iterations, every seed), and as a per-call loop would naturally run (``early_exit``:
 each seed stops once the pose is reached, each candidate at the first seed that reaches it).
 
