@@ -197,7 +197,7 @@ def main() -> None:
             f"per problem cost/SLSQP - 1: median {np.median(rel):+.1e}, max {rel.max():+.1e}, "
             f"<= SLSQP on {np.mean(rel <= 0):.0%}, <= SLSQP + 1e-6 relative on "
             f"{np.mean(rel <= 1e-6):.0%}; mean keypoint error "
-            f"{float(np.mean(v['out'].keypoint_error)) * 1e3:.2f} mm"
+            f"{float(np.mean(np.asarray(v['out'].keypoint_error))) * 1e3:.2f} mm"
         )
     print(f"load average {os.getloadavg()[0]:.1f} at end")
 
