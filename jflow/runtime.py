@@ -37,7 +37,7 @@ on: the compiler may reassociate and contract (fused multiply-add) floating-poin
 ``isnan``/``isinf`` still classify, and a NaN still propagates through sums, products and
 norms, but algebraic identities may be applied to it (``x - x`` and ``x * 0`` compile to 0 for
 a NaN ``x``), so a function compiled with it must check its inputs first. Only the batched IK of
-``jflow.planning.reachability`` uses it (13 to 17% less CPU per solve, the same
+``jflow.planning.reachability`` uses it (11 to 14% less CPU per solve, the same
 reachable/unreachable decisions; docs/benchmarks.md), and it refuses non-finite poses before
 the solve; the trajectory optimisers keep strict arithmetic."""
 

@@ -116,7 +116,7 @@ class PandaReachability:
         # The MJX model is closed over, so it is a compile-time constant: XLA folds the joint
         # axes (all z), the zero joint offsets and the body frames into the fused kernels
         # (8 to 15% less CPU time per solve than passing the model as an argument). XLA's CPU
-        # fast math takes a further 13 to 17% off the solve (non-finite poses are refused
+        # fast math takes a further 11 to 14% off the solve (non-finite poses are refused
         # before it, in __call__).
         self._solve = planning_jit(
             functools.partial(self._solve_batch, self.mjx_model), fast_math=fast_math
