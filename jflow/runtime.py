@@ -75,17 +75,20 @@ def planning_jit(fun: Callable, *, fast_math: bool = False, **jit_kwargs: Any) -
     """``jax.jit(fun, **jit_kwargs)`` with :data:`PLANNING_COMPILER_OPTIONS` (and
     :data:`FAST_MATH_OPTIONS` if ``fast_math``) when JAX's default backend is the CPU.
 
-    The options are XLA CPU settings; other backends get the plain ``jax.jit`` (the backend is
-    read at the first call, so building a function does not start JAX)."""
+    The options are XLA CPU settings; other backends get the plain ``jax.jit``. The backend is
+    read once, at the first call, so building a function does not start JAX."""
     import jax
 
     options = {**PLANNING_COMPILER_OPTIONS, **(FAST_MATH_OPTIONS if fast_math else {})}
-    on_cpu = jax.jit(fun, compiler_options=options, **jit_kwargs)
-    elsewhere = jax.jit(fun, **jit_kwargs)
+    jitted = None
 
     @functools.wraps(fun)
     def call(*args, **kwargs):
-        return (on_cpu if jax.default_backend() == "cpu" else elsewhere)(*args, **kwargs)
+        nonlocal jitted
+        if jitted is None:
+            on_cpu = jax.default_backend() == "cpu"
+            jitted = jax.jit(fun, compiler_options=options if on_cpu else None, **jit_kwargs)
+        return jitted(*args, **kwargs)
 
     return call
 

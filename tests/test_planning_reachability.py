@@ -37,12 +37,16 @@ def _targets(count: int, seed: int):
     return pos, rot, far
 
 
+def _poses(pos, rot) -> jaxlie.SE3:
+    return jaxlie.SE3.from_rotation_and_translation(
+        jaxlie.SO3.from_matrix(jnp.asarray(rot, jnp.float32)), jnp.asarray(pos, jnp.float32)
+    )
+
+
 @pytest.fixture(scope="module")
 def solved():
     pos, rot, far = _targets(24, seed=0)
-    poses = jaxlie.SE3.from_rotation_and_translation(
-        jaxlie.SO3.from_matrix(jnp.asarray(rot, jnp.float32)), jnp.asarray(pos, jnp.float32)
-    )
+    poses = _poses(pos, rot)
     return pos, rot, far, panda_reachability(CONFIG)(poses)
 
 
@@ -77,9 +81,7 @@ def test_strict_arithmetic_gives_the_same_decisions_as_fast_math(solved):
     """The library's solve uses XLA's CPU fast math (jflow.runtime.FAST_MATH_OPTIONS); compiled
     strictly, the same poses get the same decisions and errors within a millimetre."""
     pos, rot, _, out = solved
-    poses = jaxlie.SE3.from_rotation_and_translation(
-        jaxlie.SO3.from_matrix(jnp.asarray(rot, jnp.float32)), jnp.asarray(pos, jnp.float32)
-    )
+    poses = _poses(pos, rot)
     strict = PandaReachability(CONFIG, fast_math=False)(poses)
     np.testing.assert_array_equal(np.asarray(strict.reachable), np.asarray(out.reachable))
     reach = np.asarray(out.reachable)
@@ -91,9 +93,7 @@ def test_strict_arithmetic_gives_the_same_decisions_as_fast_math(solved):
 def test_non_finite_poses_are_refused_before_the_solve():
     """Under fast math a NaN need not reach the result, so the checker refuses it first."""
     pos, rot, _ = _targets(4, seed=1)
-    poses = jaxlie.SE3.from_rotation_and_translation(
-        jaxlie.SO3.from_matrix(jnp.asarray(rot, jnp.float32)), jnp.asarray(pos, jnp.float32)
-    )
+    poses = _poses(pos, rot)
     bad = jnp.asarray(poses.wxyz_xyz).at[2, 5].set(jnp.nan).at[3, 0].set(jnp.inf)
     with pytest.raises(ShapeError, match="2 of 4 contain NaN or Inf .first at flat index 2"):
         panda_reachability(CONFIG)(jaxlie.SE3(bad))
